@@ -1,0 +1,75 @@
+# The one way in. `make demo` and `make test` build .venv from scratch when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := constraints.txt
+STAMP := $(VENV)/.metis-installed
+PACKAGES := metis_core metis_tokenizers metis_embodiments metis_datasets
+PYPROJECTS := pyproject.toml $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test test-fast test-slow lint format docs bench wheels check-light clean
+
+help:
+	@echo "make demo        set up .venv if needed and run examples/quickstart.py"
+	@echo "make test        set up .venv if needed and run the test suite (slow tests too)"
+	@echo "make test-fast   the test suite without tests marked slow"
+	@echo "make lint        ruff check + format check"
+	@echo "make docs        build the Sphinx docs (warnings are errors)"
+	@echo "make bench       run the benchmarks in benchmarks/"
+	@echo "make check-light build wheels; install metis-core + metis-tokenizers alone in a clean venv"
+
+venv: $(STAMP)
+
+# torch first, from the pinned CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
+$(STAMP): $(CONSTRAINTS) $(PYPROJECTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade --quiet pip
+	$(PIP) install --quiet -c $(CONSTRAINTS) "torch==2.13.0"
+	$(PIP) install --quiet -c $(CONSTRAINTS) \
+		-e "metis_core[test,docs,dev]" \
+		-e "metis_tokenizers[test]" \
+		-e "metis_embodiments[test]" \
+		-e "metis_datasets[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+docs: $(STAMP)
+	$(PY) docs/scripts/draw_frames.py docs/_static/frames.png
+	$(PY) -m sphinx -W --keep-going -n -b html docs docs/_build/html
+
+bench: $(STAMP)
+	@set -e; for script in benchmarks/*.py; do \
+		case "$$script" in */_*) continue;; esac; \
+		echo "== $$script"; $(PY) "$$script"; done
+
+wheels: $(STAMP)
+	rm -rf dist
+	$(PIP) wheel --quiet --no-deps --no-build-isolation -w dist $(PACKAGES)
+
+check-light: wheels
+	bash .ci/check_light.sh
+
+clean:
+	rm -rf $(VENV) dist docs/_build .pytest_cache .ruff_cache
