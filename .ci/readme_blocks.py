@@ -16,7 +16,11 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def run(path: Path) -> int:
-    blocks = [b for b in BLOCK.findall(path.read_text(encoding="utf-8")) if not b.startswith("# skip-test")]
+    blocks = [
+        b
+        for b in BLOCK.findall(path.read_text(encoding="utf-8"))
+        if not b.startswith("# skip-test")
+    ]
     if not blocks:
         raise SystemExit(f"{path}: no ```python blocks to run")
     namespace: dict[str, object] = {"__name__": "__readme__"}

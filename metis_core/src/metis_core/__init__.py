@@ -53,7 +53,7 @@ from metis_core.interfaces import (
     IKResult,
     Tokenizer,
 )
-from metis_core.normalization import NormMode, Normalizer, NormStats, compute_stats
+from metis_core.normalization import Normalizer, NormMode, NormStats, compute_stats
 from metis_core.registry import (
     ACTION_HEADS,
     BACKBONES,

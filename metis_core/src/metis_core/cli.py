@@ -23,7 +23,9 @@ def cli() -> None:
 @cli.command("plugins")
 @click.option("--kind", type=click.Choice(sorted(REGISTRIES)), help="Only this kind of component.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--traceback", "show_traceback", is_flag=True, help="Print the traceback of each broken plugin.")
+@click.option(
+    "--traceback", "show_traceback", is_flag=True, help="Print the traceback of each broken plugin."
+)
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any plugin is broken.")
 def plugins_command(kind: str | None, as_json: bool, show_traceback: bool, strict: bool) -> None:
     """List every registered component by kind, and every plugin that fails to load."""
@@ -37,7 +39,14 @@ def plugins_command(kind: str | None, as_json: bool, show_traceback: bool, stric
         rows = []
         for name in sorted(loaded):
             info = registry.info(name)
-            rows.append({"name": name, "distribution": info.distribution, "target": info.target, "origin": info.origin})
+            rows.append(
+                {
+                    "name": name,
+                    "distribution": info.distribution,
+                    "target": info.target,
+                    "origin": info.origin,
+                }
+            )
         report[registry_kind] = rows
         broken.extend(b.__dict__ for b in failed)
     if as_json:
@@ -50,11 +59,15 @@ def plugins_command(kind: str | None, as_json: bool, show_traceback: bool, stric
             width = max((len(r["name"]) for r in rows), default=0)
             dist_width = max((len(r["distribution"]) for r in rows), default=0)
             for row in rows:
-                click.echo(f"  {row['name']:<{width}}  {row['distribution']:<{dist_width}}  {row['target']}")
+                click.echo(
+                    f"  {row['name']:<{width}}  {row['distribution']:<{dist_width}}  {row['target']}"
+                )
         if broken:
             click.secho(f"broken plugins ({len(broken)})", bold=True, fg="red")
             for item in broken:
-                click.echo(f"  {item['group']}: {item['name']} = {item['value']} ({item['distribution']})")
+                click.echo(
+                    f"  {item['group']}: {item['name']} = {item['value']} ({item['distribution']})"
+                )
                 click.echo(f"    {item['error']}")
                 if show_traceback and item["traceback"]:
                     click.echo("    " + item["traceback"].rstrip().replace("\n", "\n    "))

@@ -43,7 +43,9 @@ ComponentT = TypeVar("ComponentT", bound="Component")
 def _is_abstract(cls: type) -> bool:
     # ABCMeta computes __abstractmethods__ only after __init_subclass__ has run, so look at the
     # members directly.
-    return any(getattr(getattr(cls, attr, None), "__isabstractmethod__", False) for attr in dir(cls))
+    return any(
+        getattr(getattr(cls, attr, None), "__isabstractmethod__", False) for attr in dir(cls)
+    )
 
 
 class Component:
@@ -94,14 +96,18 @@ class Component:
         params = list(inspect.signature(cls.__init__).parameters.values())[1:]
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if not positional:
-            raise TypeError(f"{qualname}.__init__ must take the config as its first positional argument")
+            raise TypeError(
+                f"{qualname}.__init__ must take the config as its first positional argument"
+            )
         if config_class.component_type is None:
             config_class.component_type = name
 
     # -- construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls: type[ComponentT], config: ComponentConfig | Mapping[str, Any]) -> ComponentT:
+    def from_config(
+        cls: type[ComponentT], config: ComponentConfig | Mapping[str, Any]
+    ) -> ComponentT:
         """Build the component from a config object or a dict of its fields."""
         if isinstance(config, Mapping):
             config = cls.config_class.from_dict(config)
@@ -124,7 +130,9 @@ class Component:
             return dict(self.state_dict())
         return {}
 
-    def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], *, strict: bool = True) -> None:
+    def load_state_tensors(
+        self, tensors: Mapping[str, torch.Tensor], *, strict: bool = True
+    ) -> None:
         """Restore what :meth:`state_tensors` returned.
 
         Raises:
@@ -211,7 +219,9 @@ class Component:
         directory = resolve_pretrained(path_or_repo, revision=revision)
         config_data = read_json(directory / CONFIG_NAME)
         if not isinstance(config_data, dict) or "type" not in config_data:
-            raise CorruptFileError(f"{directory / CONFIG_NAME} has no 'type' key naming the component")
+            raise CorruptFileError(
+                f"{directory / CONFIG_NAME} has no 'type' key naming the component"
+            )
         meta = config_data.get("_metis", {})
         kind = meta.get("kind")
         own_kind = getattr(cls, "kind", None)
@@ -232,7 +242,9 @@ class Component:
             from metis_core.registry import registry_for_kind
 
             if not (kind or own_kind):
-                raise CorruptFileError(f"{directory / CONFIG_NAME} does not record the component kind")
+                raise CorruptFileError(
+                    f"{directory / CONFIG_NAME} does not record the component kind"
+                )
             target_cls = registry_for_kind(kind or own_kind).get(type_name)
         config = target_cls.config_class.from_dict(config_data)
         component = target_cls(config)  # type: ignore[call-arg]
@@ -244,7 +256,9 @@ class Component:
         return component  # type: ignore[return-value]
 
 
-def resolve_pretrained(path_or_repo: str | os.PathLike[str], *, revision: str | None = None) -> Path:
+def resolve_pretrained(
+    path_or_repo: str | os.PathLike[str], *, revision: str | None = None
+) -> Path:
     """A local directory holding ``config.json``: the path itself, or a Hub snapshot.
 
     Raises:
@@ -254,7 +268,9 @@ def resolve_pretrained(path_or_repo: str | os.PathLike[str], *, revision: str | 
     path = Path(path_or_repo)
     if path.exists():
         if not (path / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{path} holds no {CONFIG_NAME}; expected a directory written by save_pretrained")
+            raise FileNotFoundError(
+                f"{path} holds no {CONFIG_NAME}; expected a directory written by save_pretrained"
+            )
         return path
     text = str(path_or_repo)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text):
@@ -270,7 +286,9 @@ def resolve_pretrained(path_or_repo: str | os.PathLike[str], *, revision: str | 
                 f"failed ({type(err).__name__}: {err})"
             ) from err
         return resolve_pretrained(local)
-    raise FileNotFoundError(f"{text} does not exist (expected a directory written by save_pretrained or a Hub repo id)")
+    raise FileNotFoundError(
+        f"{text} does not exist (expected a directory written by save_pretrained or a Hub repo id)"
+    )
 
 
 def load_component(path_or_repo: str | os.PathLike[str], **kwargs: Any) -> Component:

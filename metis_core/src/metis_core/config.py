@@ -51,9 +51,13 @@ class ComponentConfig:
         hints = _type_hints(type(self))
         for field in dataclasses.fields(self):
             if field.name.startswith("_"):
-                raise TypeError(f"{type(self).__name__}: field names may not start with '_' ({field.name})")
+                raise TypeError(
+                    f"{type(self).__name__}: field names may not start with '_' ({field.name})"
+                )
             value = getattr(self, field.name)
-            coerced = _coerce(value, hints.get(field.name, Any), f"{type(self).__name__}.{field.name}")
+            coerced = _coerce(
+                value, hints.get(field.name, Any), f"{type(self).__name__}.{field.name}"
+            )
             if coerced is not value:
                 object.__setattr__(self, field.name, coerced)
 
@@ -80,7 +84,9 @@ class ComponentConfig:
                 the closest field names), missing required fields or values of the wrong type.
         """
         if not isinstance(data, Mapping):
-            raise ComponentConfigError(f"{cls.__name__}.from_dict: expected a mapping, got {type(data).__name__}")
+            raise ComponentConfigError(
+                f"{cls.__name__}.from_dict: expected a mapping, got {type(data).__name__}"
+            )
         data = dict(data)
         type_name = data.pop("type", None)
         data.pop("_metis", None)
@@ -157,20 +163,31 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         raise ComponentConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
     if origin in (tuple, typing.Tuple):  # noqa: UP006
         if not isinstance(value, (tuple, list)):
-            raise ComponentConfigError(f"{where}: expected a tuple, got {type(value).__name__} {value!r}")
+            raise ComponentConfigError(
+                f"{where}: expected a tuple, got {type(value).__name__} {value!r}"
+            )
         if len(args) == 2 and args[1] is Ellipsis:
             items = tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         elif args:
             if len(args) != len(value):
                 raise ComponentConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-            items = tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            items = tuple(
+                _coerce(v, a, f"{where}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=False))
+            )
         else:
             items = tuple(value)
-        return value if isinstance(value, tuple) and all(a is b for a, b in zip(items, value)) else items
+        return (
+            value
+            if isinstance(value, tuple) and all(a is b for a, b in zip(items, value, strict=False))
+            else items
+        )
     if origin in (list, dict) or hint in (list, dict):
         expected = origin or hint
         if not isinstance(value, expected):
-            raise ComponentConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__}")
+            raise ComponentConfigError(
+                f"{where}: expected {expected.__name__}, got {type(value).__name__}"
+            )
         return value
     if isinstance(hint, type):
         if issubclass(hint, enum.Enum):
@@ -180,7 +197,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return hint(value)
             except ValueError:
                 valid = [m.value for m in hint]
-                raise ComponentConfigError(f"{where}: expected one of {valid}, got {value!r}") from None
+                raise ComponentConfigError(
+                    f"{where}: expected one of {valid}, got {value!r}"
+                ) from None
         if dataclasses.is_dataclass(hint):
             if isinstance(value, hint):
                 return value
@@ -188,23 +207,35 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 if issubclass(hint, ComponentConfig):
                     return hint.from_dict(value)
                 return hint(**value)
-            raise ComponentConfigError(f"{where}: expected {hint.__name__} or a mapping, got {type(value).__name__}")
+            raise ComponentConfigError(
+                f"{where}: expected {hint.__name__} or a mapping, got {type(value).__name__}"
+            )
         if hint is bool:
             if isinstance(value, bool):
                 return value
-            raise ComponentConfigError(f"{where}: expected a bool, got {type(value).__name__} {value!r}")
+            raise ComponentConfigError(
+                f"{where}: expected a bool, got {type(value).__name__} {value!r}"
+            )
         if hint is int:
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
-            raise ComponentConfigError(f"{where}: expected an int, got {type(value).__name__} {value!r}")
+            raise ComponentConfigError(
+                f"{where}: expected an int, got {type(value).__name__} {value!r}"
+            )
         if hint is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return value if isinstance(value, float) else float(value)
-            raise ComponentConfigError(f"{where}: expected a float, got {type(value).__name__} {value!r}")
+            raise ComponentConfigError(
+                f"{where}: expected a float, got {type(value).__name__} {value!r}"
+            )
         if hint is str:
             if isinstance(value, str):
                 return value
-            raise ComponentConfigError(f"{where}: expected a str, got {type(value).__name__} {value!r}")
+            raise ComponentConfigError(
+                f"{where}: expected a str, got {type(value).__name__} {value!r}"
+            )
         if not isinstance(value, hint):
-            raise ComponentConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
+            raise ComponentConfigError(
+                f"{where}: expected {hint.__name__}, got {type(value).__name__}"
+            )
     return value

@@ -257,7 +257,9 @@ def unpack_hands(vector: torch.Tensor | np.ndarray, hand_mask: Any = None) -> Ha
     """
     vector = _as_tensor(vector, "unpack_hands")
     _check_dim(vector, "unpack_hands")
-    position = torch.stack([vector[..., LEFT.wrist_position], vector[..., RIGHT.wrist_position]], -2)
+    position = torch.stack(
+        [vector[..., LEFT.wrist_position], vector[..., RIGHT.wrist_position]], -2
+    )
     rot6d = torch.stack([vector[..., LEFT.wrist_rot6d], vector[..., RIGHT.wrist_rot6d]], -2)
     tips = torch.stack([vector[..., LEFT.fingertips], vector[..., RIGHT.fingertips]], -2)
     mask = None if hand_mask is None else _as_tensor(hand_mask, "unpack_hands hand_mask")
@@ -317,7 +319,9 @@ def hand_value_mask(hand_mask: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Expand a ``(..., 2)`` hand mask to ``(..., 48)``: True where a value belongs to a present hand."""
     mask = _as_tensor(hand_mask, "hand_value_mask").bool()
     if mask.shape[-1:] != (2,):
-        raise ContractError(f"hand mask: expected shape (..., 2) (left, right), got {tuple(mask.shape)}")
+        raise ContractError(
+            f"hand mask: expected shape (..., 2) (left, right), got {tuple(mask.shape)}"
+        )
     out = mask.new_zeros(*mask.shape[:-1], ACTION_DIM)
     out[..., _LEFT_INDEX] = mask[..., 0:1]
     out[..., _RIGHT_INDEX] = mask[..., 1:2]
@@ -345,7 +349,9 @@ def _check_dim(vector: torch.Tensor, what: str) -> None:
         )
 
 
-def validate_hand_mask(hand_mask: Any, leading_shape: tuple[int, ...], *, name: str = "hand_mask") -> torch.Tensor:
+def validate_hand_mask(
+    hand_mask: Any, leading_shape: tuple[int, ...], *, name: str = "hand_mask"
+) -> torch.Tensor:
     """Check a hand mask's type and shape and return it as a bool tensor.
 
     Raises:
@@ -358,7 +364,13 @@ def validate_hand_mask(hand_mask: Any, leading_shape: tuple[int, ...], *, name: 
             f"got {tuple(mask.shape)}"
         )
     if mask.dtype != torch.bool:
-        if mask.is_floating_point() or mask.dtype in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64):
+        if mask.is_floating_point() or mask.dtype in (
+            torch.int8,
+            torch.uint8,
+            torch.int16,
+            torch.int32,
+            torch.int64,
+        ):
             if not bool(((mask == 0) | (mask == 1)).all()):
                 raise ContractError(f"{name}: expected booleans (or 0/1), got other values")
             mask = mask.bool()
@@ -398,7 +410,9 @@ def validate_hand_vector(
     if contract is not None:
         check_contract(contract, where=name)
     if not isinstance(vector, (torch.Tensor, np.ndarray)):
-        raise ContractError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(vector).__name__}")
+        raise ContractError(
+            f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(vector).__name__}"
+        )
     tensor = torch.from_numpy(np.asarray(vector)) if isinstance(vector, np.ndarray) else vector
     _check_dim(tensor, name)
     if not tensor.is_floating_point():
@@ -429,7 +443,9 @@ def validate_hand_vector(
         rot6d = tensor[..., layout.wrist_rot6d].double()
         a1, a2 = rot6d[..., :3], rot6d[..., 3:]
         n1 = a1.norm(dim=-1)
-        a2_orth = a2 - (a1 * a2).sum(-1, keepdim=True) * a1 / n1.clamp_min(1e-300).unsqueeze(-1) ** 2
+        a2_orth = (
+            a2 - (a1 * a2).sum(-1, keepdim=True) * a1 / n1.clamp_min(1e-300).unsqueeze(-1) ** 2
+        )
         degenerate = (n1 < rot6d_tolerance) | (a2_orth.norm(dim=-1) < rot6d_tolerance)
         if mask is not None:
             degenerate = degenerate & mask[..., layout.index]

@@ -28,7 +28,9 @@ class Subtask:
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end:
-            raise ValueError(f"subtask {self.text!r}: expected 0 <= start < end, got [{self.start}, {self.end})")
+            raise ValueError(
+                f"subtask {self.text!r}: expected 0 <= start < end, got [{self.start}, {self.end})"
+            )
 
 
 @dataclass
@@ -80,7 +82,9 @@ class Episode:
                 raise ContractError(f"episode {name}: expected a (T, 48) numpy array, got {getattr(array, 'shape', type(array).__name__)}")  # fmt: skip
             validate_hand_vector(array, hand_mask=self.hand_mask, name=f"episode {name}", contract=HAND_CONTRACT, require_float32=True)  # fmt: skip
         if self.action.shape[0] != self.length:
-            raise ContractError(f"episode action has {self.action.shape[0]} frames but state has {self.length}")
+            raise ContractError(
+                f"episode action has {self.action.shape[0]} frames but state has {self.length}"
+            )
         previous_end = 0
         for subtask in sorted(self.subtasks, key=lambda s: s.start):
             if subtask.start < previous_end or subtask.end > self.length:
@@ -90,7 +94,14 @@ class Episode:
                 )
             previous_end = subtask.end
         for camera, frames in self.images.items():
-            if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            if (
+                not isinstance(frames, np.ndarray)
+                or frames.ndim != 4
+                or frames.shape[-1] != 3
+                or frames.dtype != np.uint8
+            ):
                 raise ContractError(f"episode images[{camera!r}]: expected (T, H, W, 3) uint8, got {getattr(frames, 'shape', None)} {getattr(frames, 'dtype', None)}")  # fmt: skip
             if frames.shape[0] != self.length:
-                raise ContractError(f"episode images[{camera!r}] has {frames.shape[0]} frames but state has {self.length}")
+                raise ContractError(
+                    f"episode images[{camera!r}] has {frames.shape[0]} frames but state has {self.length}"
+                )

@@ -113,7 +113,9 @@ class ActionHead(Component, torch.nn.Module, abc.ABC):
     kind: ClassVar[str] = "action_heads"
 
     @abc.abstractmethod
-    def forward(self, hidden_states: torch.Tensor, proprio: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, proprio: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
         """Predict actions.
 
         Args:
@@ -197,7 +199,9 @@ class Embodiment(Component, abc.ABC):
         """``"left"`` or ``"right"``."""
         return str(getattr(self.config, "side", "right"))
 
-    def check_joints(self, joints: torch.Tensor, *, strict: bool = True, tolerance: float = 1e-6) -> torch.Tensor:
+    def check_joints(
+        self, joints: torch.Tensor, *, strict: bool = True, tolerance: float = 1e-6
+    ) -> torch.Tensor:
         """Validate joint values: type, shape ``(..., J)``, finiteness and (if strict) limits.
 
         Returns:
@@ -207,7 +211,9 @@ class Embodiment(Component, abc.ABC):
             ValueError: Naming the joint and the violated limit.
         """
         if not isinstance(joints, torch.Tensor):
-            raise ValueError(f"{self.name}: expected joints as a torch.Tensor, got {type(joints).__name__}")
+            raise ValueError(
+                f"{self.name}: expected joints as a torch.Tensor, got {type(joints).__name__}"
+            )
         if joints.dim() == 0 or joints.shape[-1] != self.num_joints:
             raise ValueError(
                 f"{self.name}: expected joints of shape (..., {self.num_joints}) for joints "

@@ -88,7 +88,9 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     try:
         yield staging
         if target.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            trash = Path(
+                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+            )
             os.replace(target, trash / "old")
             os.replace(staging, target)
             shutil.rmtree(trash, ignore_errors=True)
@@ -113,7 +115,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         with path.open(encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as err:
-        raise CorruptFileError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from err
+        raise CorruptFileError(
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno})"
+        ) from err
 
 
 def save_safetensors(

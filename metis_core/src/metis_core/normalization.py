@@ -30,7 +30,9 @@ class NormMode(str, enum.Enum):
             return cls(value)
         except ValueError:
             valid = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"unknown normalisation mode {value!r}; expected one of {valid}") from None
+            raise ValueError(
+                f"unknown normalisation mode {value!r}; expected one of {valid}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,9 @@ class NormStats:
     def __post_init__(self) -> None:
         dims = {np.asarray(getattr(self, f.name)).shape for f in fields(self)}
         if len(dims) != 1 or len(next(iter(dims))) != 1:
-            raise ValueError(f"NormStats: every statistic must be a 1-D array of one length, got shapes {dims}")
+            raise ValueError(
+                f"NormStats: every statistic must be a 1-D array of one length, got shapes {dims}"
+            )
 
     @property
     def dim(self) -> int:
@@ -73,8 +77,12 @@ class NormStats:
         """
         missing = [name for name in _STAT_NAMES if name not in data]
         if missing:
-            raise ValueError(f"normalisation statistics lack {missing}; expected keys {list(_STAT_NAMES)}")
-        values = {name: np.asarray(data[name], dtype=np.float64).reshape(-1) for name in _STAT_NAMES}
+            raise ValueError(
+                f"normalisation statistics lack {missing}; expected keys {list(_STAT_NAMES)}"
+            )
+        values = {
+            name: np.asarray(data[name], dtype=np.float64).reshape(-1) for name in _STAT_NAMES
+        }
         count = data.get("count")
         values["count"] = (
             np.asarray(count, dtype=np.float64).reshape(-1)
@@ -93,12 +101,18 @@ class NormStats:
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor], prefix: str) -> NormStats:
         """Inverse of :meth:`to_tensors`."""
         try:
-            return cls(**{f.name: tensors[f"{prefix}.{f.name}"].double().numpy() for f in fields(cls)})
+            return cls(
+                **{f.name: tensors[f"{prefix}.{f.name}"].double().numpy() for f in fields(cls)}
+            )
         except KeyError as err:
-            raise ValueError(f"normalisation statistics {prefix!r} are incomplete: missing {err}") from None
+            raise ValueError(
+                f"normalisation statistics {prefix!r} are incomplete: missing {err}"
+            ) from None
 
 
-def compute_stats(values: torch.Tensor | np.ndarray, valid: torch.Tensor | np.ndarray | None = None) -> NormStats:
+def compute_stats(
+    values: torch.Tensor | np.ndarray, valid: torch.Tensor | np.ndarray | None = None
+) -> NormStats:
     """Statistics per dimension over the valid entries.
 
     Args:
@@ -117,7 +131,9 @@ def compute_stats(values: torch.Tensor | np.ndarray, valid: torch.Tensor | np.nd
     else:
         ok = torch.as_tensor(np.asarray(valid) if isinstance(valid, np.ndarray) else valid).bool()
         if ok.shape != x.shape:
-            raise ValueError(f"compute_stats: valid mask shape {tuple(ok.shape)} differs from values {tuple(x.shape)}")
+            raise ValueError(
+                f"compute_stats: valid mask shape {tuple(ok.shape)} differs from values {tuple(x.shape)}"
+            )
     if not bool(torch.isfinite(x[ok]).all()):
         raise ValueError("compute_stats: values contain NaN or infinity among the valid entries")
     count = ok.sum(0).double()
@@ -172,7 +188,9 @@ class Normalizer:
 
     def _check(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.stats.dim:
-            raise ValueError(f"Normalizer: expected (..., {self.stats.dim}) values, got {tuple(x.shape)}")
+            raise ValueError(
+                f"Normalizer: expected (..., {self.stats.dim}) values, got {tuple(x.shape)}"
+            )
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - offset) / scale`` in the dtype and device of ``x``."""

@@ -54,7 +54,9 @@ class MetisPluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.broken: list[BrokenPlugin] = []
 
-    def load_entry_points(self, entry_points: Iterable[importlib.metadata.EntryPoint] | None = None) -> None:
+    def load_entry_points(
+        self, entry_points: Iterable[importlib.metadata.EntryPoint] | None = None
+    ) -> None:
         """Import and register every plugin of the ``metis`` entry-point group."""
         if entry_points is None:
             entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -79,7 +81,9 @@ class MetisPluginManager(pluggy.PluginManager):
                 )
 
 
-def make_plugin_manager(*, load_entry_points: bool = True, plugins: Iterable[object] = ()) -> MetisPluginManager:
+def make_plugin_manager(
+    *, load_entry_points: bool = True, plugins: Iterable[object] = ()
+) -> MetisPluginManager:
     """Build a fresh plugin manager (tests use this for isolation).
 
     Args:

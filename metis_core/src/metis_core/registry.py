@@ -29,7 +29,12 @@ from typing import Any, Generic, TypeVar
 
 from metis_core.errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
 from metis_core.interfaces import ActionHead, Backbone, DatasetSource, Embodiment, Tokenizer
-from metis_core.plugins import BrokenPlugin, MetisPluginManager, distribution_label, get_plugin_manager
+from metis_core.plugins import (
+    BrokenPlugin,
+    MetisPluginManager,
+    distribution_label,
+    get_plugin_manager,
+)
 
 __all__ = [
     "ACTION_HEADS",
@@ -134,7 +139,9 @@ class Registry(Generic[T]):
                 if key in seen:  # the same distribution visible twice on sys.path
                     continue
                 seen.add(key)
-                info = ComponentInfo(self.kind, entry_point.name, entry_point.value, dist, "entry point")
+                info = ComponentInfo(
+                    self.kind, entry_point.name, entry_point.value, dist, "entry point"
+                )
                 found.setdefault(entry_point.name, []).append(_Entry(info, entry_point=entry_point))
             for name, entry in self._hook_entries().items():
                 found.setdefault(name, []).append(entry)
@@ -157,13 +164,16 @@ class Registry(Generic[T]):
                 return
             component_name = name or getattr(component_class, "name", None)
             if not isinstance(component_name, str):
-                raise TypeError(f"register({kind!r}, {component_class!r}): the class has no `name`; pass name=")
+                raise TypeError(
+                    f"register({kind!r}, {component_class!r}): the class has no `name`; pass name="
+                )
             target = f"{component_class.__module__}:{component_class.__qualname__}"
             plugin = "hook"
             if component_name in entries:
                 self._duplicates.setdefault(component_name, [entries[component_name].info])
             entries[component_name] = _Entry(
-                ComponentInfo(self.kind, component_name, target, plugin, "hook"), cls=component_class
+                ComponentInfo(self.kind, component_name, target, plugin, "hook"),
+                cls=component_class,
             )
 
         try:
@@ -256,8 +266,12 @@ class Registry(Generic[T]):
         elif getattr(loaded, "name", None) != name:
             problem = f"the class's `name` is {getattr(loaded, 'name', None)!r}; it must equal the entry-point key"
         if problem:
-            self._broken[name] = BrokenPlugin(self.group, name, info.target, info.distribution, problem, "")
-            raise PluginLoadError(f"{self.kind} plugin {name!r} ({info.target}, from {info.distribution}): {problem}")
+            self._broken[name] = BrokenPlugin(
+                self.group, name, info.target, info.distribution, problem, ""
+            )
+            raise PluginLoadError(
+                f"{self.kind} plugin {name!r} ({info.target}, from {info.distribution}): {problem}"
+            )
 
     def create(self, name: str, **config: Any) -> T:
         """Build component ``name`` from keyword config fields."""
@@ -283,7 +297,10 @@ class Registry(Generic[T]):
                     f"from {existing.distribution})"
                 )
             target = f"{component_class.__module__}:{component_class.__qualname__}"
-            entry = _Entry(ComponentInfo(self.kind, component_name, target, "manual", "manual"), cls=component_class)
+            entry = _Entry(
+                ComponentInfo(self.kind, component_name, target, "manual", "manual"),
+                cls=component_class,
+            )
             self._manual[component_name] = entry
             self.refresh()
 
@@ -343,4 +360,6 @@ def registry_for_kind(kind: str) -> Registry[Any]:
     try:
         return REGISTRIES[kind]
     except KeyError:
-        raise UnknownComponentError(f"unknown component kind {kind!r}; expected one of {sorted(REGISTRIES)}") from None
+        raise UnknownComponentError(
+            f"unknown component kind {kind!r}; expected one of {sorted(REGISTRIES)}"
+        ) from None

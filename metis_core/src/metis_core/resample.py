@@ -36,7 +36,9 @@ class ResampledHands:
 
 
 def _timestamps(x: Any, what: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
+    t = torch.as_tensor(
+        np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64
+    )
     if t.dim() != 1:
         raise ValueError(f"{what}: expected a 1-D array of seconds, got shape {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
@@ -124,12 +126,16 @@ def resample_hand_vectors(
     x = torch.from_numpy(np.asarray(vectors)) if isinstance(vectors, np.ndarray) else vectors
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[-1] != 48:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(vectors).__name__
-        raise ContractError(f"resample_hand_vectors: expected vectors of shape (..., T, 48), got {shape}")
+        raise ContractError(
+            f"resample_hand_vectors: expected vectors of shape (..., T, 48), got {shape}"
+        )
     if not x.is_floating_point():
         raise ContractError(f"resample_hand_vectors: expected float vectors, got {x.dtype}")
     times = _timestamps(timestamps, "timestamps")
     if times.numel() != x.shape[-2]:
-        raise ValueError(f"timestamps: expected {x.shape[-2]} times (one per frame), got {times.numel()}")
+        raise ValueError(
+            f"timestamps: expected {x.shape[-2]} times (one per frame), got {times.numel()}"
+        )
     if target_times is not None:
         new_times = _timestamps(target_times, "target_times")
     elif target_fps is not None:

@@ -124,7 +124,7 @@ def quaternion_to_matrix(quaternion: ArrayT) -> ArrayT:
         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ]  # fmt: skip
-    return torch.stack(rows, dim=-1).reshape(q.shape[:-1] + (3, 3))
+    return torch.stack(rows, dim=-1).reshape((*q.shape[:-1], 3, 3))
 
 
 @_numpy_compatible
@@ -235,7 +235,9 @@ def matrix_to_axis_angle(matrix: ArrayT) -> ArrayT:
     vector = q[..., 1:]
     sin_half = vector.norm(dim=-1, keepdim=True)
     angle = 2 * torch.atan2(sin_half, q[..., :1])
-    scale = torch.where(sin_half < 1e-7, 2.0 / q[..., :1].clamp_min(1e-12), angle / sin_half.clamp_min(1e-12))
+    scale = torch.where(
+        sin_half < 1e-7, 2.0 / q[..., :1].clamp_min(1e-12), angle / sin_half.clamp_min(1e-12)
+    )
     return vector * scale
 
 

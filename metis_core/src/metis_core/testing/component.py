@@ -71,12 +71,16 @@ class ComponentConformance:
         before, after = component.state_tensors(), loaded.state_tensors()
         assert sorted(before) == sorted(after)
         for key, value in before.items():
-            assert torch.equal(value, after[key]), f"tensor {key} changed in the save/load round trip"
+            assert torch.equal(value, after[key]), (
+                f"tensor {key} changed in the save/load round trip"
+            )
         # Loading through the registry (by the `type` key) gives the same class.
         generic = registry_for_kind(self.kind).base.from_pretrained(tmp_path / "saved")
         assert type(generic) is type(component)
 
-    def test_load_rejects_other_contract_version(self, component: Component, tmp_path: Path) -> None:
+    def test_load_rejects_other_contract_version(
+        self, component: Component, tmp_path: Path
+    ) -> None:
         component.save_pretrained(tmp_path / "saved")
         config_path = tmp_path / "saved" / CONFIG_NAME
         data = json.loads(config_path.read_text())
