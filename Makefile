@@ -66,7 +66,7 @@ bench: $(STAMP)
 
 wheels: $(STAMP)
 	rm -rf dist
-	$(PIP) wheel --quiet --no-deps --no-build-isolation -w dist $(PACKAGES)
+	$(PIP) wheel --quiet --no-deps --no-build-isolation -w dist $(addprefix ./,$(PACKAGES)) .
 
 check-light: wheels
 	bash .ci/check_light.sh
