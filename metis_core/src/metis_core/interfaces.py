@@ -163,6 +163,10 @@ class Embodiment(Component, abc.ABC):
     """
 
     kind: ClassVar[str] = "embodiments"
+    #: Whether the "joints" are human hand keypoints (MANO, Manus) rather than robot joints.
+    is_human: ClassVar[bool] = False
+    #: The contract's fingertip order.
+    fingertip_names: ClassVar[tuple[str, ...]] = ("thumb", "index", "middle", "ring", "little")
 
     @property
     @abc.abstractmethod
@@ -193,6 +197,41 @@ class Embodiment(Component, abc.ABC):
     def num_joints(self) -> int:
         """``J``."""
         return len(self.joint_names)
+
+    def sample_joints(
+        self, count: int, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Random plausible joint values, for tests and benchmarks.
+
+        The default draws uniformly inside :attr:`joint_limits`; hands whose limits are only a
+        sanity bound (keypoint hands) draw realistic hand poses instead.
+
+        Args:
+            count: Number of configurations.
+            generator: Random generator (for reproducibility).
+
+        Returns:
+            ``(count, J)`` float64.
+        """
+        limits = self.joint_limits.double()
+        u = torch.rand(count, self.num_joints, generator=generator, dtype=torch.float64)
+        return limits[:, 0] + u * (limits[:, 1] - limits[:, 0])
+
+    def mirror_joints(self, joints: torch.Tensor) -> torch.Tensor:
+        """Joint values that make the other side's hand the mirror image of this one.
+
+        Robot joint values mean the same on both sides, so the default returns ``joints``
+        unchanged; keypoint hands (whose "joints" are positions) reflect them. The conformance
+        suite checks ``other.forward_kinematics(self.mirror_joints(q))`` equals this hand's
+        fingertips with x negated.
+
+        Args:
+            joints: ``(..., J)``.
+
+        Returns:
+            ``(..., J)``.
+        """
+        return joints
 
     @property
     def side(self) -> str:

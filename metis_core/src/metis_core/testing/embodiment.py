@@ -15,6 +15,8 @@ from metis_core.testing.component import ComponentConformance
 class EmbodimentConformance(ComponentConformance):
     """FK shapes and differentiability, limits, FK→IK→FK round trip, mirror symmetry, bad input.
 
+    Together with :class:`ComponentConformance` (registration, config JSON round trip, save/load).
+
     Attributes:
         round_trip_tolerance_m: Median fingertip error allowed after FK → IK → FK, in metres.
         samples: Random joint configurations drawn for the round trip.
@@ -33,15 +35,16 @@ class EmbodimentConformance(ComponentConformance):
 
     def _random_joints(self, hand: Embodiment, count: int, seed: int = 0) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        limits = hand.joint_limits.double()
-        u = torch.rand(count, hand.num_joints, generator=generator, dtype=torch.float64)
-        return limits[:, 0] + u * (limits[:, 1] - limits[:, 0])
+        return hand.sample_joints(count, generator=generator)
 
     def test_limits_are_well_formed(self, hand: Embodiment) -> None:
         limits = hand.joint_limits
         assert limits.shape == (hand.num_joints, 2)
         assert bool(torch.isfinite(limits).all())
         assert bool((limits[:, 0] < limits[:, 1]).all())
+        samples = hand.sample_joints(16, generator=torch.Generator().manual_seed(0))
+        assert samples.shape == (16, hand.num_joints)
+        hand.check_joints(samples, strict=True)
         assert len(set(hand.joint_names)) == hand.num_joints
 
     def test_fk_shapes_and_batching(self, hand: Embodiment) -> None:
@@ -74,12 +77,60 @@ class EmbodimentConformance(ComponentConformance):
 
     def test_left_is_mirror_of_right(self) -> None:
         left, right = self._make("left"), self._make("right")
-        assert left.joint_names == right.joint_names or len(left.joint_names) == len(right.joint_names)
+        assert left.joint_names == right.joint_names
+        torch.testing.assert_close(left.joint_limits, right.joint_limits)
         joints = self._random_joints(right, 8, seed=2)
-        # Mirroring a hand flips the x axis of the contract wrist frame (see metis_core.frames).
+        # Mirroring a hand flips the x axis of the contract wrist frame: with M a reflection of
+        # the hand's points, z' = Mz, y' = My, x' = y' × z' = det(M) M x = -M x, so the mirrored
+        # fingertips in their own wrist frame are the original ones with x negated, whatever the
+        # mirror plane. Robot joints mean the same on both sides; keypoint hands reflect theirs.
         right_tips = right.forward_kinematics(joints)
         mirrored = right_tips * torch.tensor([-1.0, 1.0, 1.0]).to(right_tips)
-        torch.testing.assert_close(left.forward_kinematics(joints), mirrored, atol=1e-6, rtol=1e-6)
+        left_tips = left.forward_kinematics(right.mirror_joints(joints))
+        torch.testing.assert_close(left_tips, mirrored, atol=1e-6, rtol=1e-6)
+
+    def test_ik_respects_limits_for_unreachable_targets(self, hand: Embodiment) -> None:
+        joints = self._random_joints(hand, 8, seed=3)
+        # Fingertips pushed 50 % further from the wrist are out of reach of any real hand.
+        target = hand.forward_kinematics(joints) * 1.5
+        result = hand.inverse_kinematics(target)
+        limits = hand.joint_limits.to(result.joints)
+        assert bool(torch.isfinite(result.joints).all())
+        assert bool((result.joints >= limits[:, 0] - 1e-6).all())
+        assert bool((result.joints <= limits[:, 1] + 1e-6).all())
+        assert result.fingertip_error.shape == (8, 5)
+        assert bool((result.fingertip_error >= 0).all())
+
+    def test_ik_warm_start_and_shapes(self, hand: Embodiment) -> None:
+        joints = self._random_joints(hand, 6, seed=4).reshape(2, 3, hand.num_joints)
+        target = hand.forward_kinematics(joints)
+        result = hand.inverse_kinematics(target, initial_joints=joints)
+        assert result.joints.shape == (2, 3, hand.num_joints)
+        assert result.fingertip_error.shape == (2, 3, 5)
+        assert float(result.fingertip_error.max()) <= self.round_trip_tolerance_m
+        single = hand.inverse_kinematics(target[0, 0], initial_joints=joints[0, 0])
+        assert single.joints.shape == (hand.num_joints,)
+        assert single.fingertip_error.shape == (5,)
+
+    def test_bad_fingertips_raise(self, hand: Embodiment) -> None:
+        target = hand.forward_kinematics(self._random_joints(hand, 2))
+        with pytest.raises(ValueError, match=r"\(\.\.\., 5, 3\)"):
+            hand.inverse_kinematics(target[:, :4])
+        nan = target.clone()
+        nan[0, 1, 2] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            hand.inverse_kinematics(nan)
+
+    def test_save_load_keeps_kinematics(self, hand: Embodiment, tmp_path: Any) -> None:
+        hand.save_pretrained(tmp_path / "hand")
+        loaded = Embodiment.from_pretrained(tmp_path / "hand")
+        assert type(loaded) is type(hand)
+        assert loaded.side == hand.side
+        assert loaded.joint_names == hand.joint_names
+        joints = self._random_joints(hand, 4, seed=5)
+        torch.testing.assert_close(
+            loaded.forward_kinematics(joints), hand.forward_kinematics(joints)
+        )
 
     def test_bad_joints_raise(self, hand: Embodiment) -> None:
         good = self._random_joints(hand, 2)
@@ -94,3 +145,9 @@ class EmbodimentConformance(ComponentConformance):
         with pytest.raises(ValueError, match=hand.joint_names[0]):
             hand.check_joints(outside, strict=True)
         hand.check_joints(outside, strict=False)
+        with pytest.raises(ValueError, match=rf"\(\.\.\., {hand.num_joints}\)"):
+            hand.forward_kinematics(good[:, :-1])
+        with pytest.raises(ValueError, match="NaN"):
+            hand.forward_kinematics(nan)
+        with pytest.raises(ValueError, match="torch.Tensor"):
+            hand.forward_kinematics(good.tolist())  # type: ignore[arg-type]
