@@ -33,7 +33,7 @@ def installed_template(tmp_path_factory: pytest.TempPathFactory):
     refresh_registries()
     yield site
     sys.path.remove(str(site))
-    for module in [m for m in sys.modules if m.startswith("metis_paddle_hand")]:
+    for module in [m for m in sys.modules if m.startswith("metis_tendon_hand")]:
         del sys.modules[module]
     refresh_registries()
 
@@ -46,11 +46,11 @@ def _metis(*args: str, extra_path: list[Path]) -> subprocess.CompletedProcess[st
 
 
 def test_template_is_found_through_the_registry(installed_template: Path) -> None:
-    assert "paddle_hand" in EMBODIMENTS.names()
-    info = EMBODIMENTS.info("paddle_hand")
-    assert info.distribution == "metis-paddle-hand 0.1.0"
-    assert info.target == "metis_paddle_hand.paddle_hand.embodiment_paddle_hand:PaddleHand"
-    hand = EMBODIMENTS.create("paddle_hand", side="left")
+    assert "tendon_hand" in EMBODIMENTS.names()
+    info = EMBODIMENTS.info("tendon_hand")
+    assert info.distribution == "metis-tendon-hand 0.1.0"
+    assert info.target == "metis_tendon_hand.tendon_hand.embodiment_tendon_hand:TendonHand"
+    hand = EMBODIMENTS.create("tendon_hand", side="left")
     # The class came from the pip-installed copy, not from the source tree.
     assert sys.modules[type(hand).__module__].__file__.startswith(str(installed_template))
 
@@ -74,8 +74,8 @@ def test_metis_plugins_lists_the_template_and_a_broken_plugin(
     result = _metis("plugins", extra_path=[installed_template, broken])
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "paddle_hand" in out
-    assert "metis-paddle-hand 0.1.0" in out
+    assert "tendon_hand" in out
+    assert "metis-tendon-hand 0.1.0" in out
     assert "broken plugins (2)" in out
     assert "broken_hand = broken_hand_mod:BrokenHand (metis-broken-hand 0.0.1)" in out
     assert "ImportError: simulated: libbroken is missing" in out
@@ -85,17 +85,17 @@ def test_metis_plugins_lists_the_template_and_a_broken_plugin(
         _metis("plugins", "--json", extra_path=[installed_template, broken]).stdout
     )
     names = {row["name"] for row in as_json["components"]["embodiments"]}
-    assert "paddle_hand" in names
+    assert "tendon_hand" in names
     assert "broken_hand" not in names
     assert {b["name"] for b in as_json["broken"]} == {"broken_hand", "broken_hooks"}
     assert _metis("plugins", "--strict", extra_path=[installed_template, broken]).returncode == 1
 
 
 def test_template_command_comes_through_the_hook(installed_template: Path) -> None:
-    result = _metis("paddle-hand", "--side", "right", extra_path=[installed_template])
+    result = _metis("tendon-hand", "--side", "right", extra_path=[installed_template])
     assert result.returncode == 0, result.stderr
     assert "closed:" in result.stdout
-    # The straight middle finger ends 90 mm + 90 mm above the wrist.
+    # The straight middle finger: MCP 92 mm above the wrist, then links of 50 and 38 mm.
     middle_open = next(
         line for line in result.stdout.splitlines() if line.strip().startswith("middle")
     )
@@ -103,14 +103,21 @@ def test_template_command_comes_through_the_hook(installed_template: Path) -> No
 
 
 @pytest.mark.usefixtures("installed_template")
-class TestPaddleHandConformance(EmbodimentConformance):
-    component_name = "paddle_hand"
-    round_trip_tolerance_m = 1e-9  # closed-form IK is exact
+class TestTendonHandConformance(EmbodimentConformance):
+    component_name = "tendon_hand"
+    round_trip_tolerance_m = 1e-6
 
 
-def test_closed_form_ik_recovers_a_grasp(installed_template: Path) -> None:
-    hand = EMBODIMENTS.create("paddle_hand")
-    closed = hand.forward_kinematics(hand.joint_limits[:, 1] * 0.7)
-    result = hand.inverse_kinematics(closed)
-    assert float(result.fingertip_error.max()) < 1e-12
-    torch.testing.assert_close(result.joints, hand.joint_limits[:, 1] * 0.7)
+def test_tendon_coupling_and_ik_recover_a_grasp(installed_template: Path) -> None:
+    hand = EMBODIMENTS.create("tendon_hand")
+    grasp = hand.joint_limits[:, 1] * 0.7
+    all_joints = hand.expand_joints(grasp)
+    names = hand.kinematics.urdf_joint_names
+    assert all_joints.shape[-1] == len(names) == 11  # 6 actuated + 5 coupled distal joints
+    for finger, ratio in (("index", 1.1), ("little", 1.1), ("thumb", 0.8)):
+        distal = all_joints[names.index(f"{finger}_distal_joint")]
+        proximal = all_joints[names.index(f"{finger}_proximal_joint")]
+        torch.testing.assert_close(distal, ratio * proximal)
+    result = hand.inverse_kinematics(hand.forward_kinematics(grasp))
+    assert float(result.fingertip_error.max()) < 1e-5
+    torch.testing.assert_close(result.joints.double(), grasp.double(), atol=1e-3, rtol=0)

@@ -1,1 +1,0 @@
-"""The ``paddle_hand`` embodiment."""

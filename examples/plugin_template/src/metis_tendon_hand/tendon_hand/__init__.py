@@ -1,0 +1,1 @@
+"""The ``tendon_hand`` embodiment."""
