@@ -6,7 +6,15 @@ import pytest
 from metis_core._optional import require
 from metis_core.errors import MissingDependencyError
 
-HEAVY = ("transformers", "peft", "pytorch_kinematics", "dex_retargeting", "pyarrow", "matplotlib", "click")
+HEAVY = (
+    "transformers",
+    "peft",
+    "pytorch_kinematics",
+    "dex_retargeting",
+    "pyarrow",
+    "matplotlib",
+    "click",
+)
 
 
 def test_importing_metis_core_stays_light_and_builds_no_plugin_manager() -> None:
@@ -16,7 +24,9 @@ def test_importing_metis_core_stays_light_and_builds_no_plugin_manager() -> None
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
         "print(get_plugin_manager.cache_info().currsize)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     heavy, managers = out.splitlines()
     assert heavy == "[]"
     assert managers == "0"

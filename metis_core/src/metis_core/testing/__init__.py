@@ -10,5 +10,6 @@ Use them by subclassing in a pytest module (pytest is needed; it is not a runtim
 
 from metis_core.testing.component import ComponentConformance
 from metis_core.testing.embodiment import EmbodimentConformance
+from metis_core.testing.tokenizer import TokenizerConformance
 
-__all__ = ["ComponentConformance", "EmbodimentConformance"]
+__all__ = ["ComponentConformance", "EmbodimentConformance", "TokenizerConformance"]

@@ -1,0 +1,150 @@
+"""``metis-datasets``: dataset tables (like the paper's Table 1), frame strips, synthetic data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from metis_datasets.lerobot_format import EGO_KEY, LeRobotDataset
+
+__all__ = ["dataset_table", "main", "show_episode"]
+
+_IN_THE_WILD = {"egodex", "holoassist", "ph2d", "actionnet", "metis_glove"}
+_ROBOT_EMBODIMENTS = {"inspire", "sharpawave"}
+
+
+def dataset_table(roots: list[str | Path]) -> list[dict]:
+    """One Table-1-style row per dataset.
+
+    Returns:
+        Dicts with ``dataset, trajectories, frames, pose, subtask, human_pct, robot_pct,
+        in_the_wild``.
+    """
+    rows = []
+    for root in roots:
+        dataset = LeRobotDataset(root, load_stats=False)
+        robot = dataset.embodiment in _ROBOT_EMBODIMENTS
+        rows.append(
+            {
+                "dataset": dataset.source,
+                "trajectories": len(dataset.episodes),
+                "frames": dataset.num_frames,
+                "pose": dataset.is_contract,
+                "subtask": any(ep["subtasks"] for ep in dataset.episodes),
+                "human_pct": 0.0 if robot else 100.0,
+                "robot_pct": 100.0 if robot else 0.0,
+                "in_the_wild": dataset.source in _IN_THE_WILD,
+            }
+        )
+    return rows
+
+
+def _count(value: int) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1e6:.1f}M"
+    if value >= 1_000:
+        return f"{value / 1e3:.1f}K"
+    return str(value)
+
+
+def show_episode(root: str | Path, episode: int, out: str | Path, *, count: int = 6) -> Path:
+    """Write a PNG strip of ``count`` frames of an episode with the fingertips projected on them.
+
+    Raises:
+        ValueError: If the dataset has no ego video or camera intrinsics, or the episode is out of range.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metis_datasets.synthetic.source_synthetic import fingertips_in_camera, project
+
+    dataset = LeRobotDataset(root, load_stats=False)
+    if not 0 <= episode < len(dataset.episodes):
+        raise ValueError(f"episode {episode} out of range; {root} has {len(dataset.episodes)} episodes")  # fmt: skip
+    if EGO_KEY not in dataset.episodes[episode]["videos"]:
+        raise ValueError(f"{root} has no {EGO_KEY!r} video to show")
+    k = dataset.camera_intrinsics
+    if k is None:
+        raise ValueError(f"{root} records no ego camera intrinsics (info.json metis.camera_intrinsics.ego)")  # fmt: skip
+    ep = dataset.episode(episode, with_images=False)
+    picks = np.linspace(0, ep.length - 1, count).round().astype(int)
+    frames = dataset.frames(episode, picks)
+    points = fingertips_in_camera(ep.state[picks])
+    fig, axes = plt.subplots(1, count, figsize=(3 * count, 3 * frames.shape[1] / frames.shape[2] + 0.4))  # fmt: skip
+    for column, (axis, frame) in enumerate(zip(np.atleast_1d(axes), frames, strict=True)):
+        axis.imshow(frame)
+        for side, colour in (("left", "cyan"), ("right", "magenta")):
+            if ep.hand_mask[picks[column], 0 if side == "left" else 1]:
+                uv = project(points[side][column], k)
+                axis.scatter(uv[1:, 0], uv[1:, 1], s=14, c=colour, edgecolors="black", linewidths=0.5)  # fmt: skip
+                axis.scatter(uv[:1, 0], uv[:1, 1], s=24, c=colour, marker="s")
+        axis.set_title(f"frame {picks[column]}", fontsize=8)
+        axis.set_xlim(0, frame.shape[1])
+        axis.set_ylim(frame.shape[0], 0)
+        axis.axis("off")
+    fig.suptitle(ep.instruction, fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+@click.group()
+def main() -> None:
+    """Inspect and generate METIS datasets (LeRobot v3 with the hand contract)."""
+
+
+@main.command()
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+def stats(datasets: tuple[str, ...]) -> None:
+    """Print a Table-1-style summary of DATASETS."""
+    rows = dataset_table(list(datasets))
+    header = f"{'Dataset':<20}{'#Traj':>8}{'#Frames':>10}{'Pose':>6}{'Subtask':>9}{'Human%':>8}{'Robot%':>8}{'Wild':>6}"  # fmt: skip
+    click.echo(header)
+    click.echo("-" * len(header))
+    mark = {True: "yes", False: "no"}
+    for row in rows:
+        click.echo(
+            f"{row['dataset']:<20}{_count(row['trajectories']):>8}{_count(row['frames']):>10}"
+            f"{mark[row['pose']]:>6}{mark[row['subtask']]:>9}{row['human_pct']:>8.1f}"
+            f"{row['robot_pct']:>8.1f}{mark[row['in_the_wild']]:>6}"
+        )
+    total_traj = sum(r["trajectories"] for r in rows)
+    total_frames = sum(r["frames"] for r in rows)
+    click.echo("-" * len(header))
+    click.echo(f"{'Total':<20}{_count(total_traj):>8}{_count(total_frames):>10}")
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--episode", "-e", default=0, show_default=True, help="Episode position.")
+@click.option("--frames", "count", default=6, show_default=True, help="Frames in the strip.")
+@click.option("--out", "-o", default=None, help="PNG path (default DATASET_episode_N.png).")
+def show(dataset: str, episode: int, count: int, out: str | None) -> None:
+    """Write a PNG strip of an episode's frames with the fingertips projected on them."""
+    target = out or f"{Path(dataset).name}_episode_{episode}.png"
+    try:
+        path = show_episode(dataset, episode, target, count=count)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(str(path))
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--episodes", default=8, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--frames", default=64, show_default=True)
+@click.option("--no-images", is_flag=True, help="Tabular-only dataset.")
+def synthetic(out_dir: str, episodes: int, seed: int, frames: int, no_images: bool) -> None:
+    """Generate (or resume generating) a synthetic dataset in OUT_DIR."""
+    from metis_datasets.synthetic import make_dataset
+
+    root = make_dataset(out_dir, episodes=episodes, seed=seed, frames=frames, image_size=None if no_images else (240, 320), progress=True)  # fmt: skip
+    click.echo(str(root))

@@ -1,0 +1,723 @@
+"""LeRobot dataset format v3.0 storage with the METIS hand contract, and reading of v3.0/v2.1.
+
+Layout written (``C`` = chunk index, ``F`` = file index, 1000 files per chunk)::
+
+    meta/info.json                      codebase_version "v3.0", features, fps, paths, "metis" block
+    meta/stats.json                     mean/std/min/max/q01/q99/count per numeric feature
+    meta/tasks.parquet                  task (string), task_index (int64)
+    meta/episodes/chunk-C/file-F.parquet  one row per episode (indices into data and video files,
+                                        tasks, length, subtasks, metis metadata as JSON)
+    data/chunk-C/file-F.parquet         one row per frame, many episodes per file
+    videos/observation.images.ego/chunk-C/file-F.mp4   many episodes per file
+
+Per-frame METIS columns: ``observation.state`` and ``action`` (48 float32, the contract),
+``observation.hand_mask`` (2 bool: left, right), plus LeRobot's ``timestamp``, ``frame_index``,
+``episode_index``, ``index``, ``task_index``. ``meta/info.json["metis"]`` holds the contract name and
+version, source, embodiment, fps and camera intrinsics.
+
+Atomicity and resume: episodes are buffered and flushed as one data file, one video file and one
+episodes-metadata file, each written to a temporary name and renamed; ``meta/info.json`` is
+rewritten last and is the commit record (``total_episodes``). Files beyond what ``info.json``
+records (left by a killed run) are deleted when the writer reopens the dataset, and
+:meth:`LeRobotWriter.committed_episodes` tells a conversion where to continue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from metis_core.contract import (
+    ACTION_DIM,
+    HAND_CONTRACT,
+    check_contract,
+    describe_index,
+    hand_value_mask,
+)
+from metis_core.episode import Episode, Subtask
+from metis_core.io import CorruptFileError, atomic_write, read_json, write_json
+from metis_core.normalization import NormStats, compute_stats
+from metis_datasets.video import VideoReader, encode_video
+
+__all__ = [
+    "CODEBASE_VERSION",
+    "EGO_KEY",
+    "LeRobotDataset",
+    "LeRobotWriter",
+    "UnsupportedDatasetError",
+    "write_episodes",
+]
+
+CODEBASE_VERSION = "v3.0"
+EGO_KEY = "observation.images.ego"
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+MASK_KEY = "observation.hand_mask"
+CHUNKS_SIZE = 1000
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+_HAND_NAMES = [describe_index(i) for i in range(ACTION_DIM)]
+
+
+class UnsupportedDatasetError(ValueError):
+    """A LeRobot dataset (or a file in it) that METIS cannot read or map to the hand contract."""
+
+
+def _chunk_file(number: int) -> tuple[int, int]:
+    return number // CHUNKS_SIZE, number % CHUNKS_SIZE
+
+
+def _features(image_shape: tuple[int, int] | None, fps: float, video_info: dict | None) -> dict:
+    features: dict[str, Any] = {
+        STATE_KEY: {"dtype": "float32", "shape": [ACTION_DIM], "names": _HAND_NAMES},
+        ACTION_KEY: {"dtype": "float32", "shape": [ACTION_DIM], "names": _HAND_NAMES},
+        MASK_KEY: {"dtype": "bool", "shape": [2], "names": ["left", "right"]},
+    }
+    if image_shape is not None:
+        features[EGO_KEY] = {
+            "dtype": "video",
+            "shape": [image_shape[0], image_shape[1], 3],
+            "names": ["height", "width", "channels"],
+            "info": video_info or {},
+        }
+    for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"), ("task_index", "int64")):  # fmt: skip
+        features[name] = {"dtype": dtype, "shape": [1], "names": None}
+    return features
+
+
+class LeRobotWriter:
+    """Writes episodes into a LeRobot v3.0 dataset, atomically and resumably.
+
+    Args:
+        root: Dataset directory (created if missing; reopened and resumed if it holds a dataset).
+        fps: Frame rate of every episode.
+        source: Registry name of the source.
+        embodiment: Registry name of the hand.
+        camera_intrinsics: ``(3, 3)`` K of the ego camera in pixels of the stored frames, or None.
+        image_shape: ``(H, W)`` of the ego frames, or None for a dataset without images.
+        episodes_per_file: Episodes per data/video file.
+        robot_type: LeRobot's ``robot_type`` field.
+
+    Raises:
+        UnsupportedDatasetError: If ``root`` holds a dataset of another contract, source or fps.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        fps: float,
+        source: str,
+        embodiment: str,
+        camera_intrinsics: np.ndarray | list | None = None,
+        image_shape: tuple[int, int] | None = None,
+        episodes_per_file: int = 50,
+        robot_type: str | None = None,
+    ) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if episodes_per_file < 1:
+            raise ValueError(f"episodes_per_file must be >= 1, got {episodes_per_file}")
+        self.root = Path(root)
+        self.fps = float(fps)
+        self.source, self.embodiment = source, embodiment
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.episodes_per_file = episodes_per_file
+        self.robot_type = robot_type or embodiment
+        self.intrinsics = None if camera_intrinsics is None else np.asarray(camera_intrinsics, np.float64).reshape(3, 3).tolist()  # fmt: skip
+        self._pending: list[Episode] = []
+        self._tasks: dict[str, int] = {}
+        self._episodes = 0
+        self._frames = 0
+        self._files = 0
+        self._video_info: dict | None = None
+        if (self.root / "meta" / "info.json").exists():
+            self._reopen()
+
+    # -- resume -----------------------------------------------------------------------------
+
+    def _reopen(self) -> None:
+        info = read_json(self.root / "meta" / "info.json")
+        metis = info.get("metis")
+        if not isinstance(metis, dict):
+            raise UnsupportedDatasetError(f"{self.root} holds a LeRobot dataset not written by METIS; refusing to append")  # fmt: skip
+        check_contract(metis.get("contract"), where=str(self.root))
+        for key, mine in (("source", self.source), ("embodiment", self.embodiment)):
+            if metis.get(key) != mine:
+                raise UnsupportedDatasetError(f"{self.root} holds {key} {metis.get(key)!r}, cannot append {key} {mine!r}")  # fmt: skip
+        if abs(float(info["fps"]) - self.fps) > 1e-9:
+            raise UnsupportedDatasetError(f"{self.root} is at {info['fps']} fps, cannot append episodes at {self.fps} fps")  # fmt: skip
+        self._episodes = int(info["total_episodes"])
+        self._frames = int(info["total_frames"])
+        self._files = int(metis.get("total_files", 0))
+        self._video_info = info["features"].get(EGO_KEY, {}).get("info")
+        tasks_path = self.root / "meta" / "tasks.parquet"
+        if tasks_path.exists():
+            table = _read_parquet(tasks_path)
+            self._tasks = dict(zip(table.column("task").to_pylist(), table.column("task_index").to_pylist(), strict=True))  # fmt: skip
+        self._remove_uncommitted()
+
+    def _remove_uncommitted(self) -> None:
+        """Delete files numbered at or beyond the committed file count and stray temporaries."""
+        for folder in ("data", "meta/episodes", "videos"):
+            base = self.root / folder
+            if not base.exists():
+                continue
+            for path in base.rglob("*"):
+                if not path.is_file():
+                    continue
+                if path.name.startswith("."):
+                    path.unlink()
+                    continue
+                if path.stem.startswith("file-") and path.parent.name.startswith("chunk-"):
+                    number = int(path.parent.name[6:]) * CHUNKS_SIZE + int(path.stem[5:])
+                    if number >= self._files:
+                        path.unlink()
+
+    @property
+    def committed_episodes(self) -> int:
+        """Episodes safely on disk; a resumed conversion skips this many source episodes."""
+        return self._episodes
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def add_episode(self, episode: Episode) -> None:
+        """Buffer one episode; a full buffer is flushed to disk.
+
+        Raises:
+            ContractError: If the episode breaks the contract.
+            ValueError: If its fps, source, or image shape differ from the dataset's.
+        """
+        episode.validate()
+        if abs(episode.fps - self.fps) > 1e-9:
+            raise ValueError(f"episode at {episode.fps} fps, dataset at {self.fps} fps; resample it first")  # fmt: skip
+        if self.image_shape is not None:
+            frames = episode.images.get("ego")
+            if frames is None or tuple(frames.shape[1:3]) != self.image_shape:
+                raise ValueError(f"episode images['ego']: expected (T, {self.image_shape[0]}, {self.image_shape[1]}, 3), got {None if frames is None else frames.shape}")  # fmt: skip
+        self._pending.append(episode)
+        if len(self._pending) >= self.episodes_per_file:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered episodes as one data file, video file and episodes file, then commit."""
+        if not self._pending:
+            return
+        chunk, file = _chunk_file(self._files)
+        episodes, self._pending = self._pending, []
+        lengths = [ep.length for ep in episodes]
+        total = sum(lengths)
+        for ep in episodes:
+            self._tasks.setdefault(ep.instruction, len(self._tasks))
+        frame_index = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])
+        episode_index = np.repeat(np.arange(self._episodes, self._episodes + len(episodes)), lengths)  # fmt: skip
+        data = pa.table(
+            {
+                STATE_KEY: _fixed_list(
+                    np.concatenate([ep.state for ep in episodes]).astype(np.float32), ACTION_DIM
+                ),
+                ACTION_KEY: _fixed_list(
+                    np.concatenate([ep.action for ep in episodes]).astype(np.float32), ACTION_DIM
+                ),
+                MASK_KEY: _fixed_list(
+                    np.concatenate([ep.hand_mask for ep in episodes]).astype(bool), 2
+                ),
+                "timestamp": pa.array((frame_index / self.fps).astype(np.float32)),
+                "frame_index": pa.array(frame_index),
+                "episode_index": pa.array(episode_index.astype(np.int64)),
+                "index": pa.array(np.arange(self._frames, self._frames + total, dtype=np.int64)),
+                "task_index": pa.array(
+                    np.repeat([self._tasks[ep.instruction] for ep in episodes], lengths).astype(
+                        np.int64
+                    )
+                ),
+            }
+        )
+        with atomic_write(self.root / DATA_PATH.format(chunk_index=chunk, file_index=file)) as handle:  # fmt: skip
+            pq.write_table(data, handle)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        starts = offsets / self.fps
+        if self.image_shape is not None:
+            frames = np.concatenate([ep.images["ego"] for ep in episodes])
+            path = self.root / VIDEO_PATH.format(video_key=EGO_KEY, chunk_index=chunk, file_index=file)  # fmt: skip
+            self._video_info = encode_video(path, frames, self.fps)
+        rows: dict[str, list] = {
+            "episode_index": list(range(self._episodes, self._episodes + len(episodes))),
+            "tasks": [[ep.instruction] for ep in episodes],
+            "length": lengths,
+            "data/chunk_index": [chunk] * len(episodes),
+            "data/file_index": [file] * len(episodes),
+            "dataset_from_index": [self._frames + int(o) for o in offsets],
+            "dataset_to_index": [
+                self._frames + int(o) + n for o, n in zip(offsets, lengths, strict=True)
+            ],
+            "meta/episodes/chunk_index": [chunk] * len(episodes),
+            "meta/episodes/file_index": [file] * len(episodes),
+            "subtasks": [
+                [{"start": s.start, "end": s.end, "text": s.text} for s in ep.subtasks]
+                for ep in episodes
+            ],
+            "metis/metadata": [json.dumps(_jsonable(ep.metadata)) for ep in episodes],
+        }
+        if self.image_shape is not None:
+            rows[f"videos/{EGO_KEY}/chunk_index"] = [chunk] * len(episodes)
+            rows[f"videos/{EGO_KEY}/file_index"] = [file] * len(episodes)
+            rows[f"videos/{EGO_KEY}/from_timestamp"] = [float(s) for s in starts]
+            rows[f"videos/{EGO_KEY}/to_timestamp"] = [float(s + n / self.fps) for s, n in zip(starts, lengths, strict=True)]  # fmt: skip
+        schema_subtasks = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string())]))  # fmt: skip
+        arrays = {k: (pa.array(v, type=schema_subtasks) if k == "subtasks" else pa.array(v)) for k, v in rows.items()}  # fmt: skip
+        with atomic_write(self.root / EPISODES_PATH.format(chunk_index=chunk, file_index=file)) as handle:  # fmt: skip
+            pq.write_table(pa.table(arrays), handle)
+        tasks = _tasks_table(self._tasks)
+        with atomic_write(self.root / "meta" / "tasks.parquet") as handle:
+            pq.write_table(tasks, handle)
+        self._episodes += len(episodes)
+        self._frames += total
+        self._files += 1
+        self._write_info()
+
+    def _write_info(self) -> None:
+        info = {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": self.robot_type,
+            "total_episodes": self._episodes,
+            "total_frames": self._frames,
+            "total_tasks": len(self._tasks),
+            "chunks_size": CHUNKS_SIZE,
+            "data_files_size_in_mb": 100,
+            "video_files_size_in_mb": 500,
+            "fps": self.fps if self.fps != int(self.fps) else int(self.fps),
+            "splits": {"train": f"0:{self._episodes}"},
+            "data_path": DATA_PATH,
+            "video_path": VIDEO_PATH if self.image_shape is not None else None,
+            "features": _features(self.image_shape, self.fps, self._video_info),
+            "metis": {
+                "contract": HAND_CONTRACT.to_dict(),
+                "contract_id": HAND_CONTRACT.id,
+                "source": self.source,
+                "embodiment": self.embodiment,
+                "fps": self.fps,
+                "camera_intrinsics": {"ego": self.intrinsics}
+                if self.intrinsics is not None
+                else {},
+                "image_shape": list(self.image_shape) if self.image_shape else None,
+                "total_files": self._files,
+            },
+        }
+        write_json(self.root / "meta" / "info.json", info)
+
+    def finalize(self, *, progress: bool = False) -> Path:
+        """Flush, then compute and write ``meta/stats.json`` (masked by hand presence).
+
+        Returns:
+            The dataset root.
+        """
+        self.flush()
+        if self._episodes == 0:
+            self._write_info()
+        dataset = LeRobotDataset(self.root, load_stats=False)
+        write_json(self.root / "meta" / "stats.json", dataset.compute_stats(progress=progress))
+        return self.root
+
+
+def write_episodes(
+    root: str | os.PathLike[str],
+    episodes: Iterable[Episode],
+    *,
+    fps: float,
+    source: str,
+    embodiment: str,
+    camera_intrinsics: np.ndarray | list | None = None,
+    image_shape: tuple[int, int] | None = None,
+    episodes_per_file: int = 50,
+    total: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write (or resume writing) a whole dataset from an episode iterator.
+
+    The first :attr:`LeRobotWriter.committed_episodes` episodes of ``episodes`` are skipped, so
+    re-running a killed conversion with the same iterator continues where it stopped.
+
+    Returns:
+        The dataset root.
+    """
+    writer = LeRobotWriter(root, fps=fps, source=source, embodiment=embodiment, camera_intrinsics=camera_intrinsics, image_shape=image_shape, episodes_per_file=episodes_per_file)  # fmt: skip
+    skip = writer.committed_episodes
+    for number, episode in enumerate(tqdm(episodes, total=total, desc=f"writing {Path(root).name}", disable=not progress)):  # fmt: skip
+        if number < skip:
+            continue
+        writer.add_episode(episode)
+    return writer.finalize(progress=progress)
+
+
+def _tasks_table(tasks: Mapping[str, int]) -> pa.Table:
+    """``meta/tasks.parquet``: column ``task_index`` indexed by the task text.
+
+    LeRobot reads this file with pandas and looks tasks up through the DataFrame index, so the
+    ``task`` column is declared as the pandas index in the schema metadata (what
+    ``DataFrame.to_parquet`` would write) while staying a plain column for pyarrow readers.
+    """
+    unicode_index = {"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}  # fmt: skip
+    task_index_col = {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None}  # fmt: skip
+    task_col = {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None}  # fmt: skip
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [unicode_index],
+        "columns": [task_index_col, task_col],
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.0",
+    }
+    table = pa.table({"task_index": pa.array(list(tasks.values()), pa.int64()), "task": pa.array(list(tasks), pa.string())})  # fmt: skip
+    return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+
+
+def _fixed_list(values: np.ndarray, width: int) -> pa.Array:
+    flat = pa.array(values.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, width)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; the dataset is incomplete")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise CorruptFileError(f"{path}: not a readable parquet file ({err}); it is truncated or corrupt") from err  # fmt: skip
+    except KeyError as err:
+        raise UnsupportedDatasetError(f"{path}: lacks column {err}") from err
+
+
+def _column_2d(table: pa.Table, name: str, width: int, path: Path, dtype: Any) -> np.ndarray:
+    if name not in table.column_names:
+        raise UnsupportedDatasetError(f"{path}: lacks column {name!r}")
+    column = table.column(name).combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    if values.size != len(table) * width:
+        raise UnsupportedDatasetError(f"{path}: column {name!r} should hold {width} values per row, found {values.size / max(len(table), 1):g}")  # fmt: skip
+    return values.reshape(len(table), width).astype(dtype, copy=False)
+
+
+class LeRobotDataset:
+    """Reads a LeRobot v3.0 or v2.1 dataset into memory (tabular part) with lazy video decoding.
+
+    METIS datasets carry the contract record; foreign datasets open too (their numeric features are
+    available through :attr:`columns`), but asking for contract episodes from one whose state or
+    action is not 48-D raises :class:`UnsupportedDatasetError`.
+
+    Args:
+        root: Dataset directory.
+        load_stats: Read ``meta/stats.json`` if present.
+
+    Attributes:
+        info: The parsed ``meta/info.json``.
+        episodes: Per-episode records (dicts with ``episode_index``, ``length``, ``from``, ``to``,
+            ``tasks``, ``subtasks``, ``metadata``, video location).
+        state, action: ``(N, 48)`` float32 (contract datasets only).
+        hand_mask: ``(N, 2)`` bool.
+        stats: Feature name → :class:`NormStats`.
+
+    Raises:
+        FileNotFoundError: If ``meta/info.json`` or a referenced file is missing.
+        CorruptFileError: For unreadable files.
+        ContractMismatchError: For a METIS dataset of another contract version.
+        UnsupportedDatasetError: For other versions or unmappable features.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, load_stats: bool = True) -> None:
+        self.root = Path(root)
+        info_path = self.root / "meta" / "info.json"
+        if not info_path.exists():
+            raise FileNotFoundError(f"{info_path} is missing: {self.root} is not a LeRobot dataset")  # fmt: skip
+        self.info: dict = read_json(info_path)
+        missing = [k for k in ("codebase_version", "fps", "features", "total_episodes") if k not in self.info]  # fmt: skip
+        if missing:
+            raise UnsupportedDatasetError(f"{info_path} lacks keys {missing}")
+        self.version = str(self.info["codebase_version"])
+        self.fps = float(self.info["fps"])
+        self.features: dict = self.info["features"]
+        self.metis: dict = self.info.get("metis") or {}
+        if self.metis:
+            check_contract(self.metis.get("contract"), where=str(self.root))
+        if self.version == "v3.0":
+            self.episodes = self._episodes_v30()
+        elif self.version == "v2.1":
+            self.episodes = self._episodes_v21()
+        else:
+            raise UnsupportedDatasetError(f"{self.root}: LeRobot codebase_version {self.version!r} is not supported; expected 'v3.0' or 'v2.1'")  # fmt: skip
+        self.tasks = self._tasks()
+        self.columns = self._load_data()
+        self.num_frames = int(sum(ep["length"] for ep in self.episodes))
+        self.video_keys = [k for k, f in self.features.items() if f.get("dtype") == "video"]
+        self.stats: dict[str, NormStats] = {}
+        stats_path = self.root / "meta" / "stats.json"
+        if load_stats and stats_path.exists():
+            raw = read_json(stats_path)
+            self.stats = {k: NormStats.from_dict(v) for k, v in raw.items() if isinstance(v, dict) and "mean" in v and k in (STATE_KEY, ACTION_KEY)}  # fmt: skip
+        starts = np.array([ep["from"] for ep in self.episodes], dtype=np.int64)
+        self.episode_starts = starts
+        self.episode_lengths = np.array([ep["length"] for ep in self.episodes], dtype=np.int64)
+        self.frame_episode = np.repeat(np.arange(len(self.episodes)), self.episode_lengths)
+        self._videos: dict[tuple[str, str], VideoReader] = {}
+        self._pid = os.getpid()
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    @property
+    def source(self) -> str:
+        """Source name (``metis.source``; for foreign data, ``robot_type`` or the folder name)."""
+        return self.metis.get("source") or self.info.get("robot_type") or self.root.name
+
+    @property
+    def embodiment(self) -> str:
+        """Hand embodiment name, or ``""`` if unknown."""
+        return self.metis.get("embodiment", "")
+
+    @property
+    def camera_intrinsics(self) -> np.ndarray | None:
+        """``(3, 3)`` K of the ego camera, if recorded."""
+        k = self.metis.get("camera_intrinsics", {}).get("ego")
+        return None if k is None else np.asarray(k, dtype=np.float64)
+
+    @property
+    def is_contract(self) -> bool:
+        """Whether state and action are 48-D contract vectors."""
+        return STATE_KEY in self.columns and ACTION_KEY in self.columns and self.columns[STATE_KEY].shape[1] == ACTION_DIM  # fmt: skip
+
+    def _episodes_v30(self) -> list[dict]:
+        files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{self.root}/meta/episodes has no episodes files")
+        records: list[dict] = []
+        for path in files:
+            table = _read_parquet(path)
+            need = ["episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index", "dataset_to_index"]  # fmt: skip
+            lacking = [c for c in need if c not in table.column_names]
+            if lacking:
+                raise UnsupportedDatasetError(f"{path}: lacks episodes columns {lacking}")
+            rows = table.to_pylist()
+            for row in rows:
+                record = {
+                    "episode_index": int(row["episode_index"]),
+                    "length": int(row["length"]),
+                    "data_file": self.root
+                    / self.info["data_path"].format(
+                        chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
+                    ),
+                    "from": int(row["dataset_from_index"]),
+                    "to": int(row["dataset_to_index"]),
+                    "tasks": list(row.get("tasks") or []),
+                    "subtasks": [
+                        Subtask(int(s["start"]), int(s["end"]), s["text"])
+                        for s in row.get("subtasks") or []
+                    ],
+                    "metadata": json.loads(row.get("metis/metadata") or "{}"),
+                    "videos": {},
+                }
+                for key, feature in self.features.items():
+                    if feature.get("dtype") == "video" and f"videos/{key}/chunk_index" in row:
+                        path_v = self.root / self.info["video_path"].format(video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"])  # fmt: skip
+                        record["videos"][key] = (path_v, float(row[f"videos/{key}/from_timestamp"]))  # fmt: skip
+                records.append(record)
+        records.sort(key=lambda r: r["episode_index"])
+        if len(records) != int(self.info["total_episodes"]):
+            raise CorruptFileError(f"{self.root}: info.json records {self.info['total_episodes']} episodes, the episodes files hold {len(records)}")  # fmt: skip
+        return records
+
+    def _episodes_v21(self) -> list[dict]:
+        path = self.root / "meta" / "episodes.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing (LeRobot v2.1 layout)")
+        records, offset = [], 0
+        chunks_size = int(self.info.get("chunks_size", CHUNKS_SIZE))
+        with path.open(encoding="utf-8") as handle:
+            lines = [json.loads(line) for line in handle if line.strip()]
+        for row in sorted(lines, key=lambda r: r["episode_index"]):
+            index, length = int(row["episode_index"]), int(row["length"])
+            chunk = index // chunks_size
+            record = {
+                "episode_index": index,
+                "length": length,
+                "data_file": self.root
+                / self.info["data_path"].format(episode_chunk=chunk, episode_index=index),
+                "from": offset,
+                "to": offset + length,
+                "tasks": list(row.get("tasks") or []),
+                "subtasks": [],
+                "metadata": {},
+                "videos": {},
+            }
+            for key, feature in self.features.items():
+                if feature.get("dtype") == "video":
+                    record["videos"][key] = (self.root / self.info["video_path"].format(episode_chunk=chunk, video_key=key, episode_index=index), 0.0)  # fmt: skip
+            records.append(record)
+            offset += length
+        return records
+
+    def _tasks(self) -> dict[int, str]:
+        if self.version == "v3.0":
+            path = self.root / "meta" / "tasks.parquet"
+            table = _read_parquet(path)
+            names = table.column_names
+            text_col = "task" if "task" in names else next((c for c in names if c.startswith("__index_level")), None)  # fmt: skip
+            if text_col is None or "task_index" not in names:
+                raise UnsupportedDatasetError(f"{path}: expected columns 'task' (or the index) and 'task_index', got {names}")  # fmt: skip
+            return dict(zip(table.column("task_index").to_pylist(), table.column(text_col).to_pylist(), strict=True))  # fmt: skip
+        path = self.root / "meta" / "tasks.jsonl"
+        with path.open(encoding="utf-8") as handle:
+            return {int(r["task_index"]): r["task"] for r in map(json.loads, filter(str.strip, handle))}  # fmt: skip
+
+    def _load_data(self) -> dict[str, np.ndarray]:
+        numeric = {k: f for k, f in self.features.items() if f.get("dtype") in ("float32", "float64", "int64", "int32", "bool")}  # fmt: skip
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in numeric}
+        seen: set[Path] = set()
+        for ep in self.episodes:
+            path = ep["data_file"]
+            if path in seen:
+                continue
+            seen.add(path)
+            table = _read_parquet(path)
+            for key, feature in numeric.items():
+                width = int(np.prod(feature.get("shape") or [1]))
+                if key not in table.column_names:
+                    raise UnsupportedDatasetError(f"{path}: lacks feature column {key!r} declared in info.json")  # fmt: skip
+                if width == 1 and not pa.types.is_list(table.schema.field(key).type) and not pa.types.is_fixed_size_list(table.schema.field(key).type):  # fmt: skip
+                    parts[key].append(table.column(key).to_numpy().reshape(-1, 1))
+                else:
+                    parts[key].append(_column_2d(table, key, width, path, np.dtype(feature["dtype"])))  # fmt: skip
+        columns = {k: np.concatenate(v) if v else np.zeros((0, 1)) for k, v in parts.items()}
+        if "index" in columns:
+            order = np.argsort(columns["index"][:, 0], kind="stable")
+            if not np.array_equal(order, np.arange(order.size)):
+                columns = {k: v[order] for k, v in columns.items()}
+        total = sum(ep["length"] for ep in self.episodes)
+        for key, values in columns.items():
+            if values.shape[0] != total:
+                raise CorruptFileError(f"{self.root}: feature {key!r} has {values.shape[0]} frames, the episodes metadata {total}")  # fmt: skip
+        if MASK_KEY not in columns and STATE_KEY in columns:
+            columns[MASK_KEY] = np.ones((total, 2), dtype=bool)
+        return columns
+
+    # -- access -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def require_contract(self) -> None:
+        """Raise :class:`UnsupportedDatasetError` unless state and action are contract vectors."""
+        if self.is_contract:
+            return
+        shapes = {k: self.features.get(k, {}).get("shape") for k in (STATE_KEY, ACTION_KEY)}
+        raise UnsupportedDatasetError(
+            f"{self.root}: cannot map to the {HAND_CONTRACT.id} contract: expected features "
+            f"{STATE_KEY!r} and {ACTION_KEY!r} of shape [48], found {shapes}. Convert it with the "
+            "embodiment's forward kinematics (metis_embodiments) into a METIS dataset first."
+        )
+
+    @property
+    def state(self) -> np.ndarray:
+        """``(N, 48)`` float32 state of every frame."""
+        self.require_contract()
+        return self.columns[STATE_KEY]
+
+    @property
+    def action(self) -> np.ndarray:
+        """``(N, 48)`` float32 action of every frame."""
+        self.require_contract()
+        return self.columns[ACTION_KEY]
+
+    @property
+    def hand_mask(self) -> np.ndarray:
+        """``(N, 2)`` bool presence of every frame."""
+        return self.columns[MASK_KEY].astype(bool, copy=False)
+
+    def instruction(self, episode: int) -> str:
+        """Language instruction of one episode."""
+        record = self.episodes[episode]
+        if record["tasks"]:
+            return record["tasks"][0]
+        task_index = int(self.columns["task_index"][record["from"], 0]) if "task_index" in self.columns else -1  # fmt: skip
+        return self.tasks.get(task_index, "")
+
+    def frames(self, episode: int, frame_indices: np.ndarray | list[int], key: str = EGO_KEY) -> np.ndarray:  # fmt: skip
+        """Decode video frames of one episode.
+
+        Args:
+            episode: Episode position.
+            frame_indices: ``(K,)`` frame numbers within the episode.
+            key: Video feature.
+
+        Returns:
+            ``(K, H, W, 3)`` uint8.
+        """
+        record = self.episodes[episode]
+        if key not in record["videos"]:
+            raise KeyError(f"{self.root}: episode {episode} has no video {key!r}; available {list(record['videos'])}")  # fmt: skip
+        path, start = record["videos"][key]
+        if os.getpid() != self._pid:  # forked dataloader worker: never share decoder state
+            self._videos, self._pid = {}, os.getpid()
+        reader = self._videos.get((key, str(path)))
+        if reader is None:
+            reader = self._videos[(key, str(path))] = VideoReader(path)
+        times = start + np.asarray(frame_indices, dtype=np.float64) / self.fps
+        return reader.frames_at(times, tolerance_s=0.5 / self.fps)
+
+    def episode(self, index: int, *, with_images: bool = True) -> Episode:
+        """Rebuild one episode in the contract.
+
+        Raises:
+            UnsupportedDatasetError: For datasets whose features are not contract vectors.
+        """
+        self.require_contract()
+        record = self.episodes[index]
+        rows = slice(record["from"], record["to"])
+        images = {}
+        if with_images and EGO_KEY in record["videos"]:
+            images["ego"] = self.frames(index, np.arange(record["length"]))
+        return Episode(
+            state=self.columns[STATE_KEY][rows].astype(np.float32),
+            action=self.columns[ACTION_KEY][rows].astype(np.float32),
+            hand_mask=self.hand_mask[rows].copy(),
+            fps=self.fps,
+            instruction=self.instruction(index),
+            subtasks=list(record["subtasks"]),
+            images=images,
+            source=self.source,
+            embodiment=self.embodiment,
+            metadata=dict(record["metadata"]),
+        )
+
+    def compute_stats(self, *, progress: bool = False) -> dict[str, dict]:
+        """Statistics of state and action masked by hand presence, in ``meta/stats.json`` form."""
+        out: dict[str, dict] = {}
+        if not self.is_contract or self.num_frames == 0:
+            return out
+        valid = hand_value_mask(self.hand_mask).numpy()
+        for key in tqdm((STATE_KEY, ACTION_KEY), desc="stats", disable=not progress):
+            out[key] = compute_stats(self.columns[key], valid).to_dict()
+        return out
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_videos"] = {}
+        return state

@@ -1,0 +1,130 @@
+"""MP4 encoding and frame-accurate decoding with PyAV (the video half of LeRobot v3 storage).
+
+Many episodes share one file: episode ``e`` occupies ``[from_timestamp, to_timestamp)`` of it, as in
+LeRobot v3. Frames are encoded with a short GOP so that a random frame costs at most a couple of
+decoded frames.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from metis_core.io import CorruptFileError, atomic_write
+
+__all__ = ["VideoReader", "encode_video"]
+
+CODEC = "libx264"
+PIX_FMT = "yuv420p"
+GOP = 2
+
+
+def encode_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float) -> dict:
+    """Encode frames to an MP4 file atomically.
+
+    Args:
+        path: Target ``.mp4`` path.
+        frames: ``(N, H, W, 3)`` uint8 RGB; H and W must be even (yuv420p).
+        fps: Frame rate written into the stream.
+
+    Returns:
+        The ``info`` block LeRobot keeps for a video feature (codec, pix_fmt, size, fps).
+
+    Raises:
+        ValueError: For frames of the wrong shape or dtype.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"encode_video: expected (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")  # fmt: skip
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    if height % 2 or width % 2:
+        raise ValueError(f"encode_video: height and width must be even for yuv420p, got {height}x{width}")  # fmt: skip
+    rate = Fraction(fps).limit_denominator(1001)
+    with atomic_write(path, "wb") as handle, av.open(handle, mode="w", format="mp4") as container:
+        stream = container.add_stream(CODEC, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, PIX_FMT
+        stream.options = {"g": str(GOP), "crf": "23", "preset": "veryfast", "tune": "zerolatency"}  # fmt: skip
+        stream.codec_context.thread_count = 1
+        for index, frame in enumerate(frames):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts = index
+            video_frame.time_base = Fraction(1) / rate
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return {
+        "video.height": height,
+        "video.width": width,
+        "video.codec": "h264",
+        "video.pix_fmt": PIX_FMT,
+        "video.is_depth_map": False,
+        "video.fps": float(fps),
+        "video.channels": 3,
+        "has_audio": False,
+    }
+
+
+class VideoReader:
+    """Decodes frames at given timestamps from one MP4 file, keeping the container open.
+
+    Args:
+        path: The ``.mp4`` file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._container = av.open(str(self.path))
+        except (av.error.InvalidDataError, av.error.FileNotFoundError, OSError) as err:
+            raise CorruptFileError(f"{self.path}: cannot open as a video ({err})") from err
+        if not self._container.streams.video:
+            raise CorruptFileError(f"{self.path}: has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "SLICE"
+        self._time_base = float(self._stream.time_base)
+        self._start = self._stream.start_time or 0
+
+    def close(self) -> None:
+        """Release the file."""
+        self._container.close()
+
+    def frames_at(self, timestamps: np.ndarray | list[float], *, tolerance_s: float = 1e-3) -> np.ndarray:  # fmt: skip
+        """Decode the frames shown at the given times (seconds from the file's start).
+
+        Args:
+            timestamps: ``(K,)`` seconds.
+            tolerance_s: Largest allowed distance between a wanted time and the decoded frame.
+
+        Returns:
+            ``(K, H, W, 3)`` uint8 RGB.
+
+        Raises:
+            CorruptFileError: If a frame cannot be found within the tolerance.
+        """
+        wanted = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+        out: list[np.ndarray] = []
+        for target in wanted:
+            out.append(self._frame_at(float(target), tolerance_s))
+        return np.stack(out) if out else np.zeros((0, self._stream.height, self._stream.width, 3), np.uint8)  # fmt: skip
+
+    def _frame_at(self, target: float, tolerance_s: float) -> np.ndarray:
+        seek_pts = round(target / self._time_base) + self._start
+        self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
+        best, best_gap = None, float("inf")
+        for frame in self._container.decode(self._stream):
+            time = (frame.pts - self._start) * self._time_base
+            gap = abs(time - target)
+            if gap < best_gap:
+                best, best_gap = frame, gap
+            if time >= target - tolerance_s:
+                break
+        if best is None or best_gap > tolerance_s:
+            raise CorruptFileError(
+                f"{self.path}: no frame within {tolerance_s * 1e3:.1f} ms of t={target:.4f} s "
+                f"(closest {best_gap:.4f} s away); the video is truncated or its timestamps are off"
+            )
+        return best.to_ndarray(format="rgb24")

@@ -1,0 +1,160 @@
+"""The ``metis-tokenizers`` command line: train and evaluate tokenizers.
+
+Examples::
+
+    metis-tokenizers generate windows.safetensors --count 20000
+    metis-tokenizers train motion_rvq --data windows.safetensors --out runs/rvq --steps 2000
+    metis-tokenizers eval runs/rvq --data heldout.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from metis_core.components import load_component
+from metis_core.registry import TOKENIZERS
+
+__all__ = ["main"]
+
+
+@click.group()
+def main() -> None:
+    """Train, evaluate and inspect METIS action tokenizers."""
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--count", default=20000, show_default=True, help="Windows to generate.")
+@click.option("--window-len", default=16, show_default=True)
+@click.option("--split", default="train", show_default=True, help="train, heldout or test.")
+@click.option("--seed", default=0, show_default=True)
+def generate(path: str, count: int, window_len: int, split: str, seed: int) -> None:
+    """Write synthetic manipulation windows to PATH (.npz or .safetensors)."""
+    from metis_tokenizers.data import save_windows
+    from metis_tokenizers.motion_generator import generate_motion_windows
+
+    windows = generate_motion_windows(count, window_len=window_len, seed=seed, split=split)
+    save_windows(path, windows)
+    click.echo(f"wrote {count} windows of {window_len} frames to {path}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--data", "data_path", required=True, help="Array file of windows or LeRobot dir.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--steps", default=2000, show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--lr", "learning_rate", default=2e-3, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--checkpoint-every", default=500, show_default=True)
+@click.option("--max-minutes", default=None, type=float, help="Stop (and save) after this long.")
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
+@click.option(
+    "--config", "config_json", default=None, help="JSON object of tokenizer config fields."
+)
+def train(
+    name: str,
+    data_path: str,
+    out_dir: str,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    checkpoint_every: int,
+    max_minutes: float | None,
+    no_resume: bool,
+    config_json: str | None,
+) -> None:
+    """Train (motion_rvq) or fit (binning, dct_bpe) tokenizer NAME on --data, save to --out."""
+    from metis_tokenizers.data import load_windows
+
+    fields = json.loads(config_json) if config_json else {}
+    cls = TOKENIZERS.get(name)
+    config = cls.config_class(**fields)
+    windows = load_windows(data_path, window_len=getattr(config, "window_len", None))
+    if name == "motion_rvq":
+        from metis_tokenizers.training import TrainConfig, train_motion_rvq
+
+        result = train_motion_rvq(
+            windows,
+            out_dir,
+            model_config=config,
+            train_config=TrainConfig(
+                steps=steps,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                seed=seed,
+                checkpoint_every=checkpoint_every,
+                max_minutes=max_minutes,
+            ),
+            resume=not no_resume,
+        )
+        click.echo(
+            f"trained {name} for {result.steps} steps in {result.seconds:.0f} s "
+            f"(loss {result.final_loss:.4f}); saved to {out_dir}"
+        )
+        return
+    if not hasattr(cls, "fit"):
+        raise click.ClickException(f"{name} has no fit method; it cannot be trained here")
+    tokenizer = cls(config)
+    tokenizer.fit(windows.actions, windows.hand_mask)
+    tokenizer.save_pretrained(out_dir)
+    click.echo(f"fitted {name} on {windows.actions.shape[0]} windows; saved to {out_dir}")
+
+
+@main.command(name="eval")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data_path", required=True, help="Array file of windows or LeRobot dir.")
+@click.option("--plot", "plot_path", default=None, help="PNG path (default DIRECTORY/eval.png).")
+@click.option("--json", "json_path", default=None, help="Also write the report as JSON here.")
+def evaluate(directory: str, data_path: str, plot_path: str | None, json_path: str | None) -> None:
+    """Evaluate the tokenizer saved in DIRECTORY on --data windows."""
+    from metis_tokenizers.data import load_windows
+    from metis_tokenizers.evaluation import evaluate_tokenizer, plot_reconstruction
+
+    tokenizer = load_component(directory)
+    windows = load_windows(data_path, window_len=getattr(tokenizer.config, "window_len", None))
+    report = evaluate_tokenizer(tokenizer, windows)
+    lines = [
+        f"tokenizer            {report.tokenizer}",
+        f"windows              {report.windows}",
+        f"tokens per window    {report.tokens_per_window:.1f} "
+        f"({'fixed' if report.fixed_length else f'{report.tokens_min}-{report.tokens_max}'})",
+        f"wrist position       {report.wrist_position_mm:.2f} mm",
+        f"wrist rotation       {report.wrist_rotation_deg:.2f} deg",
+        f"fingertips           {report.fingertip_mm:.2f} mm",
+        f"normalised MSE       {report.nmse:.4f}",
+    ]
+    for size in report.encode_ms:
+        lines.append(
+            f"encode / decode      {report.encode_ms[size]:.2f} / {report.decode_ms[size]:.2f} ms "
+            f"at batch {size}"
+        )
+    for level in report.codebook:
+        lines.append(
+            f"codebook level {int(level['level'])}     {100 * level['live_fraction']:.1f} % live, "
+            f"perplexity {level['perplexity']:.1f}"
+        )
+    first = windows.actions[:1]
+    codes = tokenizer.encode(first, windows.hand_mask[:1])
+    decoded = tokenizer.decode(codes, first[:, 0])
+    target = Path(plot_path) if plot_path else Path(directory) / "eval.png"
+    plot_reconstruction(first[0], decoded[0], target, title=f"{report.tokenizer}: window 0")
+    lines.append(f"plot                 {target}")
+    click.echo("\n".join(lines))
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))
+
+
+@main.command(name="list")
+def list_tokenizers() -> None:
+    """List the registered tokenizers."""
+    for name in TOKENIZERS.names():
+        click.echo(name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

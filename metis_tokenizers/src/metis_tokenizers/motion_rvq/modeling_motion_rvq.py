@@ -1,0 +1,430 @@
+"""The residual-VQ motion tokenizer (METIS §3.2): PoseNet encoder, ResidualVQ, TCN decoder.
+
+Each hand's window is first made start-relative (see :mod:`metis_tokenizers._common`), so the
+wrist's starting pose is the global reference and no token is spent on where the hands are.
+The encoder ("PoseNet") runs multi-scale temporal convolutions and self-attention over the
+trajectory of one hand, resamples it to ``latent_steps`` latent vectors and a
+:class:`vector_quantize_pytorch.ResidualVQ` (one shared codebook, k-means init, dead-code
+replacement) turns each into ``num_levels`` codes. The decoder, a temporal convolutional network
+conditioned on the start state, reconstructs the relative trajectory, which the start state maps
+back to contract actions.
+
+Token order in ``codes (B, N)``: hand-major, then latent step, then level, i.e.
+``codes.view(B, H, L, Q)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from vector_quantize_pytorch import ResidualVQ
+
+from metis_core.contract import HAND_LAYOUTS
+from metis_core.interfaces import Tokenizer
+from metis_tokenizers._common import (
+    check_actions,
+    check_hand_mask,
+    check_start,
+    from_relative,
+    to_relative,
+)
+from metis_tokenizers.motion_rvq.configuration_motion_rvq import MotionRVQConfig
+
+__all__ = ["MotionRVQ", "MotionRVQOutput"]
+
+HAND_VALUES = 24
+_IDENTITY_ROT6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+class _MultiScaleBlock(nn.Module):
+    """Parallel temporal convolutions of several kernel sizes, fused, with a residual path."""
+
+    def __init__(self, width: int, kernels: tuple[int, ...]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv1d(width, width, k, padding=k // 2, padding_mode="replicate") for k in kernels
+        )
+        self.fuse = nn.Linear(width * len(kernels), width)
+        self.norm = nn.LayerNorm(width)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (N, T, C) -> (N, T, C)``."""
+        channels_first = x.transpose(1, 2)
+        mixed = torch.cat([self.act(conv(channels_first)) for conv in self.branches], 1)
+        return self.norm(x + self.fuse(mixed.transpose(1, 2)))
+
+
+class _TemporalResidualBlock(nn.Module):
+    """Dilated temporal convolution block of the decoder."""
+
+    def __init__(self, width: int, dilation: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(width, width, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv1d(width, width, 1)
+        self.norm = nn.LayerNorm(width)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (N, T, C) -> (N, T, C)``."""
+        h = self.conv2(self.act(self.conv1(x.transpose(1, 2)))).transpose(1, 2)
+        return self.norm(x + h)
+
+
+class PoseNetEncoder(nn.Module):
+    """Multi-scale temporal convolutions + self-attention over one hand's relative trajectory."""
+
+    def __init__(self, config: MotionRVQConfig) -> None:
+        super().__init__()
+        width = config.hidden_dim
+        self.input = nn.Linear(HAND_VALUES, width)
+        self.position = nn.Parameter(torch.zeros(config.window_len, width))
+        self.hand = nn.Embedding(2, width)
+        self.blocks = nn.ModuleList(
+            _MultiScaleBlock(width, config.conv_kernels) for _ in range(config.num_conv_blocks)
+        )
+        self.attention = (
+            nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(
+                    width,
+                    config.attention_heads,
+                    dim_feedforward=2 * width,
+                    dropout=0.0,
+                    batch_first=True,
+                    norm_first=True,
+                    activation="gelu",
+                ),
+                config.attention_layers,
+                enable_nested_tensor=False,
+            )
+            if config.attention_layers
+            else nn.Identity()
+        )
+        # A learned map over time from T frames to L latent steps.
+        self.to_latent_steps = nn.Linear(config.window_len, config.latent_steps)
+        self.output = nn.Linear(width, config.latent_dim)
+        nn.init.normal_(self.position, std=0.02)
+
+    def forward(self, features: torch.Tensor, hand_index: torch.Tensor) -> torch.Tensor:
+        """``features (N, T, 24)``, ``hand_index (N,)`` → latents ``(N, L, latent_dim)``."""
+        x = self.input(features) + self.position + self.hand(hand_index)[:, None]
+        for block in self.blocks:
+            x = block(x)
+        x = self.attention(x)
+        x = self.to_latent_steps(x.transpose(1, 2)).transpose(1, 2)
+        return self.output(x)
+
+
+class TemporalDecoder(nn.Module):
+    """Temporal convolutional decoder from quantised latents (and the start state) to a window."""
+
+    def __init__(self, config: MotionRVQConfig) -> None:
+        super().__init__()
+        width = config.hidden_dim
+        self.input = nn.Linear(config.latent_dim, width)
+        self.to_frames = nn.Linear(config.latent_steps, config.window_len)
+        self.position = nn.Parameter(torch.zeros(config.window_len, width))
+        self.hand = nn.Embedding(2, width)
+        self.start = nn.Linear(HAND_VALUES, width) if config.condition_on_start else None
+        self.blocks = nn.ModuleList(
+            _TemporalResidualBlock(width, 2**i) for i in range(max(2, config.num_conv_blocks + 1))
+        )
+        self.output = nn.Linear(width, HAND_VALUES)
+        nn.init.normal_(self.position, std=0.02)
+
+    def forward(
+        self, latents: torch.Tensor, hand_index: torch.Tensor, start: torch.Tensor
+    ) -> torch.Tensor:
+        """``latents (N, L, d)``, ``hand_index (N,)``, ``start (N, 24)`` → ``(N, T, 24)``."""
+        x = self.to_frames(self.input(latents).transpose(1, 2)).transpose(1, 2)
+        x = x + self.position + self.hand(hand_index)[:, None]
+        if self.start is not None:
+            x = x + self.start(start)[:, None]
+        for block in self.blocks:
+            x = block(x)
+        return self.output(x)
+
+
+@dataclass
+class MotionRVQOutput:
+    """Result of a training forward pass.
+
+    Attributes:
+        reconstruction: ``(B, H, T, 24)`` normalised relative features.
+        target: ``(B, H, T, 24)`` the normalised relative features that were encoded.
+        codes: ``(B, H, L, Q)`` int64.
+        commit_loss: Scalar commitment loss summed over levels.
+        present: ``(B, H)`` bool.
+    """
+
+    reconstruction: torch.Tensor
+    target: torch.Tensor
+    codes: torch.Tensor
+    commit_loss: torch.Tensor
+    present: torch.Tensor
+
+
+class MotionRVQ(Tokenizer, nn.Module):
+    """Residual-VQ motion tokenizer: ``(B, T, 48)`` windows ↔ ``(B, 40)`` codes.
+
+    Args:
+        config: A :class:`MotionRVQConfig`.
+
+    Example:
+        >>> tok = MotionRVQ(MotionRVQConfig())
+        >>> tok.fit_normalization(windows)           # (N, 16, 48), then train it
+        >>> codes = tok.encode(windows[:4])          # (4, 40) int64 in [0, 512)
+        >>> recon = tok.decode(codes, start=windows[:4, 0])
+    """
+
+    name: ClassVar[str] = "motion_rvq"
+    config_class: ClassVar[type[MotionRVQConfig]] = MotionRVQConfig
+    config: MotionRVQConfig
+
+    def __init__(self, config: MotionRVQConfig) -> None:
+        nn.Module.__init__(self)
+        self.config = config
+        self.hand_layouts = [HAND_LAYOUTS[h] for h in config.hands]
+        self.encoder = PoseNetEncoder(config)
+        # METIS §3.2: residual VQ with one codebook shared by the levels, k-means initialisation
+        # and dead-code replacement (vector-quantize-pytorch).
+        self.quantizer = ResidualVQ(
+            dim=config.latent_dim,
+            codebook_dim=config.codebook_dim,
+            num_quantizers=config.num_levels,
+            codebook_size=config.codebook_size,
+            shared_codebook=True,
+            kmeans_init=True,
+            kmeans_iters=config.kmeans_iters,
+            threshold_ema_dead_code=config.dead_code_threshold,
+            decay=config.ema_decay,
+            commitment_weight=config.commitment_weight,
+        )
+        self.decoder = TemporalDecoder(config)
+        # Fitted normalisation of the relative features and of the start state, per contract
+        # value; saved with the weights.
+        self.register_buffer("feature_mean", torch.zeros(48))
+        self.register_buffer("feature_std", torch.ones(48))
+        self.register_buffer("start_mean", torch.zeros(48))
+        self.register_buffer("start_std", torch.ones(48))
+        self.register_buffer("normalization_fitted", torch.zeros((), dtype=torch.bool))
+        self.register_buffer(
+            "hand_indices", torch.tensor([layout.index for layout in self.hand_layouts])
+        )
+        hand_values = torch.tensor([list(layout.indices) for layout in self.hand_layouts])
+        self.register_buffer("hand_values", hand_values, persistent=False)
+
+    # -- interface ---------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the shared codebook."""
+        return self.config.codebook_size
+
+    @property
+    def tokens_per_window(self) -> int:
+        """Hands × latent steps × levels (40 by default)."""
+        return self.config.tokens_per_window
+
+    @property
+    def codes_shape(self) -> tuple[int, int, int]:
+        """``(H, L, Q)``: the view of one window's codes."""
+        c = self.config
+        return len(c.hands), c.latent_steps, c.num_levels
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the codebook has been initialised (by k-means in a training pass)."""
+        return bool(self.quantizer.layers[0]._codebook.initted)
+
+    # -- normalisation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def fit_normalization(self, actions: Any, hand_mask: Any = None) -> MotionRVQ:
+        """Fit mean/std of the relative features and of the start state on training windows.
+
+        Args:
+            actions: ``(N, T, 48)`` windows.
+            hand_mask: ``(N, 2)`` or ``(N, T, 2)``; missing hands are left out of the statistics.
+
+        Returns:
+            ``self``.
+        """
+        x = check_actions(actions, self.config.window_len)
+        mask = check_hand_mask(hand_mask, x.shape[0], self.config.window_len)
+        features = to_relative(x, mask)
+        for layout in self.hand_layouts:
+            present = mask[:, layout.index]
+            if not bool(present.any()):
+                continue
+            idx = list(layout.indices)
+            values = features[present][:, 1:, idx].reshape(-1, len(idx)).double()
+            self.feature_mean[idx] = values.mean(0).float()
+            self.feature_std[idx] = values.std(0).clamp_min(1e-4).float()
+            starts = x[present][:, 0, idx].double()
+            self.start_mean[idx] = starts.mean(0).float()
+            self.start_std[idx] = starts.std(0).clamp_min(1e-3).float() if len(starts) > 1 else 1.0
+        self.normalization_fitted.fill_(True)
+        return self
+
+    def prepare(
+        self, actions: torch.Tensor, present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised relative features and start states per tokenised hand.
+
+        Args:
+            actions: ``(B, T, 48)`` validated windows.
+            present: ``(B, 2)`` bool.
+
+        Returns:
+            ``features (B, H, T, 24)`` and ``start (B, H, 24)``.
+        """
+        relative = to_relative(actions, present)
+        normalised = (relative - self.feature_mean) / self.feature_std
+        start = (actions[:, 0] - self.start_mean) / self.start_std
+        features = normalised[:, :, self.hand_values].permute(0, 2, 1, 3)
+        starts = start[:, self.hand_values]
+        return features, starts
+
+    # -- networks ----------------------------------------------------------------------------
+
+    def forward(self, actions: torch.Tensor, hand_mask: Any = None) -> MotionRVQOutput:
+        """Training pass: encode, quantise (updating the codebook in train mode), decode.
+
+        Args:
+            actions: ``(B, T, 48)``.
+            hand_mask: ``(B, 2)``, ``(B, T, 2)`` or ``None``.
+        """
+        x = check_actions(actions, self.config.window_len)
+        present_all = check_hand_mask(hand_mask, x.shape[0], self.config.window_len)
+        features, starts = self.prepare(x, present_all)
+        batch, hands = features.shape[:2]
+        flat = features.flatten(0, 1)
+        hand_index = self.hand_indices.repeat(batch)
+        latents = self.encoder(flat, hand_index)
+        quantised, codes, commit = self.quantizer(latents)
+        recon = self.decoder(quantised, hand_index, starts.flatten(0, 1))
+        shape = (batch, hands, *recon.shape[1:])
+        return MotionRVQOutput(
+            reconstruction=recon.view(shape),
+            target=features,
+            codes=codes.view(batch, hands, *codes.shape[1:]),
+            commit_loss=commit.sum(),
+            present=present_all[:, self.hand_indices],
+        )
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def encode(self, actions: Any, hand_mask: Any = None) -> torch.Tensor:
+        """Windows to codes.
+
+        Args:
+            actions: ``(B, T, 48)`` contract windows (``T = window_len``).
+            hand_mask: ``(B, 2)`` or ``(B, T, 2)`` bool presence; all present if omitted.
+                A missing hand still gets its codes (those of "no motion").
+
+        Returns:
+            ``(B, tokens_per_window)`` int64 codes in ``[0, vocab_size)``.
+
+        Raises:
+            ValueError: For wrong shapes, dtypes or non-finite values.
+        """
+        x = check_actions(actions, self.config.window_len)
+        present = check_hand_mask(hand_mask, x.shape[0], self.config.window_len)
+        if not self.is_trained:
+            raise ValueError(
+                "motion_rvq: this tokenizer is untrained (its codebook is not initialised); train "
+                "it with metis_tokenizers.training.train_motion_rvq or load one with "
+                "MotionRVQ.from_pretrained(path)"
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                features, _ = self.prepare(x, present)
+                batch = features.shape[0]
+                hand_index = self.hand_indices.repeat(batch)
+                latents = self.encoder(features.flatten(0, 1), hand_index)
+                _, codes, _ = self.quantizer(latents)
+        finally:
+            self.train(was_training)
+        return codes.reshape(batch, -1).long()
+
+    def check_codes(self, codes: Any) -> torch.Tensor:
+        """Validate ``(B, tokens_per_window)`` integer codes in range and return them as int64."""
+        if not isinstance(codes, torch.Tensor):
+            try:
+                codes = torch.as_tensor(codes)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(
+                    f"codes: expected a (B, {self.tokens_per_window}) integer tensor, got "
+                    f"{type(codes).__name__}"
+                ) from err
+        if codes.is_floating_point() or codes.dtype == torch.bool or codes.is_complex():
+            raise ValueError(f"codes: expected integer token ids, got dtype {codes.dtype}")
+        if codes.dim() != 2 or codes.shape[1] != self.tokens_per_window:
+            raise ValueError(
+                f"codes: expected shape (B, {self.tokens_per_window}) (hands × latent steps × "
+                f"levels = {' × '.join(map(str, self.codes_shape))}), got {tuple(codes.shape)}"
+            )
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.vocab_size):
+            raise ValueError(
+                f"codes: ids must be in [0, {self.vocab_size}), got values in "
+                f"[{int(codes.min())}, {int(codes.max())}]"
+            )
+        return codes.long()
+
+    def decode(self, codes: Any, start: Any = None) -> torch.Tensor:
+        """Codes back to windows.
+
+        Args:
+            codes: ``(B, tokens_per_window)`` int64.
+            start: ``(B, 48)`` state at the window's first frame (at inference, the robot's
+                current proprio state). Hands whose 24 start values are all zero are treated
+                as missing and come back as zeros.
+
+        Returns:
+            ``(B, T, 48)`` float32 actions; frame 0 equals ``start`` for present hands.
+
+        Raises:
+            ValueError: For codes of the wrong shape, dtype or range, or a bad ``start``.
+        """
+        codes = self.check_codes(codes)
+        start_state = check_start(start, codes.shape[0], name=self.name)
+        batch = codes.shape[0]
+        hands, steps, levels = self.codes_shape
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                indices = codes.view(batch * hands, steps, levels)
+                quantised = self.quantizer.get_output_from_indices(indices)
+                starts = ((start_state - self.start_mean) / self.start_std)[:, self.hand_values]
+                hand_index = self.hand_indices.repeat(batch)
+                recon = self.decoder(quantised, hand_index, starts.flatten(0, 1))
+                features = self.features_from_network(recon.view(batch, hands, *recon.shape[1:]))
+        finally:
+            self.train(was_training)
+        return from_relative(features, start_state)
+
+    def features_from_network(self, recon: torch.Tensor) -> torch.Tensor:
+        """``(B, H, T, 24)`` normalised network output → ``(B, T, 48)`` relative features.
+
+        Frame 0 is set to exactly "no motion" (the start state itself).
+        """
+        batch, _, frames, _ = recon.shape
+        features = recon.new_zeros(batch, frames, 48)
+        features[:, :, self.hand_values] = recon.permute(0, 2, 1, 3)
+        features = features * self.feature_std + self.feature_mean
+        features[:, 0] = 0.0
+        identity = features.new_tensor(_IDENTITY_ROT6D)
+        for layout in self.hand_layouts:
+            features[:, 0, layout.wrist_rot6d] = identity
+        for side, layout in HAND_LAYOUTS.items():
+            if side not in self.config.hands:
+                # A hand without tokens holds its start pose.
+                features[:, :, layout.wrist_rot6d] = identity
+        return features

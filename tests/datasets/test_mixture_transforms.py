@@ -1,0 +1,191 @@
+"""Mixtures (proportions, determinism, resume, rank/worker disjointness) and transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from metis_core.contract import LEFT
+from metis_core.episode import Episode, Subtask
+from metis_core.registry import DATASET_SOURCES
+from metis_core.rotations import (  # fmt: skip
+    axis_angle_to_matrix,
+    geodesic_angle,
+    matrix_to_rot6d,
+    rot6d_to_matrix,
+)
+from metis_datasets import (  # fmt: skip
+    LeRobotDataset,
+    MixtureDataset,
+    SampleSpec,
+    build_sample,
+    center_crop_resize,
+    resample_episode,
+)
+from metis_datasets.cli import main
+from metis_datasets.synthetic import SyntheticConfig, SyntheticSource, make_dataset
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("mix")
+    out = {name: make_dataset(base / name, episodes=4, seed=seed, frames=20, image_size=None) for seed, name in enumerate(("a", "b", "c"))}  # fmt: skip
+    out["img"] = make_dataset(base / "img", episodes=2, seed=9, frames=40, image_size=(240, 320))
+    return out
+
+
+def _mixture(roots: dict[str, Path], **kwargs) -> MixtureDataset:
+    datasets = {name: LeRobotDataset(roots[name]) for name in ("a", "b", "c")}
+    return MixtureDataset(datasets, weights=[0.6, 0.3, 0.1], **kwargs)
+
+
+def test_proportions_within_two_percent(roots: dict[str, Path]) -> None:
+    mixture = _mixture(roots, seed=3, num_samples=10_000)
+    counts = {"a": 0, "b": 0, "c": 0}
+    for sample in mixture:
+        counts[sample["source"]] += 1
+    drawn = mixture.drawn_proportions()
+    for name, target in zip("abc", (0.6, 0.3, 0.1), strict=True):
+        assert abs(counts[name] / 10_000 - target) <= 0.02 * target
+        assert drawn[name] == counts[name] / 10_000
+    assert mixture.proportions(10_000) == drawn
+
+
+def test_same_seed_same_stream_and_resume(roots: dict[str, Path]) -> None:
+    first = [(s["source"], s["dataset_frame"]) for s in _mixture(roots, seed=5, num_samples=300)]
+    again = [(s["source"], s["dataset_frame"]) for s in _mixture(roots, seed=5, num_samples=300)]
+    other = [(s["source"], s["dataset_frame"]) for s in _mixture(roots, seed=6, num_samples=300)]
+    assert first == again
+    assert first != other
+    resumed = [(s["source"], s["dataset_frame"]) for s in _mixture(roots, seed=5, num_samples=300, start_sample=123)]  # fmt: skip
+    assert resumed == first[123:]
+
+
+def test_ranks_and_workers_disjoint(roots: dict[str, Path]) -> None:
+    # 240 samples = one epoch of the 3 x 80-frame datasets at most: no sample may repeat
+    seen: dict[tuple[str, int], int] = {}
+    total = 0
+    for rank in range(2):
+        mixture = _mixture(roots, seed=1, num_samples=96, rank=rank, world_size=2)
+        for worker in range(2):
+            for g in mixture.sample_numbers(worker=worker, num_workers=2):
+                source, frame = mixture.locate(g)
+                key = (mixture.names[source], frame)
+                assert key not in seen, f"{key} drawn by rank/worker {seen[key]} and {(rank, worker)}"  # fmt: skip
+                seen[key] = (rank, worker)
+                total += 1
+    assert total == 96
+
+
+def test_dataloader_workers_cover_stream(roots: dict[str, Path]) -> None:
+    mixture = _mixture(roots, seed=2, num_samples=64, spec=SampleSpec(chunk_len=32))
+    loader = torch.utils.data.DataLoader(mixture, batch_size=8, num_workers=2)
+    batches = list(loader)
+    indices = sorted(int(i) for batch in batches for i in batch["sample_index"])
+    assert indices == list(range(64))
+    batch = batches[0]
+    assert batch["action"].shape == (8, 32, 48)
+    assert batch["observation.state"].shape == (8, 1, 48)
+
+
+def test_default_weights_need_table6_names(roots: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="Table 6"):
+        MixtureDataset({"a": LeRobotDataset(roots["a"])})
+    mixture = MixtureDataset({"egodex": LeRobotDataset(roots["a"]), "h2o": LeRobotDataset(roots["b"])})  # fmt: skip
+    np.testing.assert_allclose(mixture.weights, [0.403 / 0.411, 0.008 / 0.411])
+
+
+def test_chunk_padding_and_normalisation(roots: dict[str, Path]) -> None:
+    dataset = LeRobotDataset(roots["a"])
+    last = int(dataset.episode_starts[1]) - 3  # three frames before episode 0 ends
+    sample = build_sample(dataset, last, SampleSpec(chunk_len=30, motion_window=16))
+    assert sample["action_is_pad"].tolist() == [False] * 3 + [True] * 27
+    assert not sample["action_hand_mask"][3:].any()
+    np.testing.assert_array_equal(sample["action"][2].numpy(), dataset.action[last + 2])
+    assert sample["motion_window"].shape == (16, 48)
+    mixture = MixtureDataset({"a": dataset}, weights=[1.0], num_samples=1, spec=SampleSpec(norm_mode="mean_std"))  # fmt: skip
+    normalised = build_sample(dataset, 0, mixture.spec, mixture.normalizers[0])
+    stats = dataset.stats["observation.state"]
+    present = dataset.hand_mask[0, 0]
+    expected = (dataset.state[0, 0] - stats.mean[0]) / stats.std[0] if present else 0.0
+    assert normalised["observation.state"][0, 0].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)  # fmt: skip
+
+
+def test_image_sample_and_crop(roots: dict[str, Path]) -> None:
+    dataset = LeRobotDataset(roots["img"])
+    sample = build_sample(dataset, 5, SampleSpec(image_size=224, augment=True))
+    image = sample["observation.images.ego"]
+    assert image.shape == (3, 224, 224)
+    assert image.min() >= 0.0
+    assert image.max() <= 1.0
+    frames = torch.zeros(480, 640, 3, dtype=torch.uint8)
+    frames[:, 80:560] = 255  # exactly the centre 480x480 square is white
+    crop = center_crop_resize(frames, 224)
+    assert crop.shape == (3, 224, 224)
+    assert crop.min().item() == pytest.approx(1.0)
+
+
+def test_resampling_accuracy() -> None:
+    frames = 31
+    t = np.arange(frames) / 30.0
+    state = np.zeros((frames, 48), dtype=np.float32)
+    state[:, LEFT.wrist_position] = np.stack([t, 2 * t, np.full(frames, 0.5)], 1)
+    angles = np.stack([np.zeros(frames), 1.2 * t, np.zeros(frames)], 1)
+    state[:, LEFT.wrist_rot6d] = matrix_to_rot6d(axis_angle_to_matrix(angles))
+    mask = np.zeros((frames, 2), dtype=bool)
+    mask[:, 0] = True
+    episode = Episode(state=state, action=state.copy(), hand_mask=mask, fps=30.0, subtasks=[Subtask(0, 15, "x"), Subtask(15, 31, "y")])  # fmt: skip
+    resampled = resample_episode(episode, 20.0)
+    new_t = np.arange(resampled.length) / 20.0
+    assert resampled.length == 21
+    np.testing.assert_allclose(resampled.state[:, LEFT.wrist_position][:, 1], 2 * new_t, atol=1e-6)  # fmt: skip
+    truth = axis_angle_to_matrix(np.stack([np.zeros_like(new_t), 1.2 * new_t, np.zeros_like(new_t)], 1))  # fmt: skip
+    error = geodesic_angle(rot6d_to_matrix(resampled.state[:, LEFT.wrist_rot6d].astype(np.float64)), truth)  # fmt: skip
+    assert np.max(np.abs(error)) < 1e-5  # slerp of a constant-rate rotation is exact
+    assert [(s.start, s.end) for s in resampled.subtasks] == [(0, 10), (10, 21)]
+    assert not resampled.hand_mask[:, 1].any()
+
+
+def test_synthetic_source_registered_and_spec(tmp_path: Path) -> None:
+    source = DATASET_SOURCES.create("synthetic", episodes=2, frames=12, render=False)
+    assert isinstance(source, SyntheticSource)
+    spec = tmp_path / "synthetic.json"
+    spec.write_text('{"episodes": 3, "seed": 4}')
+    source.check_layout(tmp_path)
+    episodes = list(source.iter_episodes(tmp_path))
+    assert len(episodes) == 3
+    assert episodes[0].length == 12
+    for episode in episodes:
+        episode.validate()
+        grasped = np.array(episode.metadata["grasped"])
+        positions = np.array(episode.metadata["object_positions"])
+        assert grasped.any()
+        assert not grasped[0]
+        # the object only moves while grasped
+        moved = np.linalg.norm(np.diff(positions, axis=0), axis=1) > 0
+        assert not moved[~grasped[1:]].any()
+    spec.write_text('{"episodez": 3}')
+    with pytest.raises(ValueError, match="unknown keys"):
+        source.check_layout(spec)
+    with pytest.raises(ValueError, match="frames must be"):
+        SyntheticConfig(frames=2)
+
+
+def test_cli_stats_and_show(roots: dict[str, Path], tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["stats", str(roots["a"]), str(roots["img"])])
+    assert result.exit_code == 0, result.output
+    assert "synthetic" in result.output
+    assert "Total" in result.output
+    assert "160" in result.output
+    out = tmp_path / "strip.png"
+    result = runner.invoke(main, ["show", str(roots["img"]), "--episode", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = runner.invoke(main, ["show", str(roots["a"]), "--episode", "0", "-o", str(out)])
+    assert result.exit_code != 0
+    assert "no 'observation.images.ego'" in result.output
