@@ -1,6 +1,6 @@
 """Every pluggy hook of METIS, in one place.
 
-Plugins implement hooks with :data:`hookimpl` and are found through the ``metis`` entry-point
+Plugins implement hooks with ``hookimpl`` and are found through the ``metis`` entry-point
 group (``[project.entry-points.metis] my_plugin = "my_package.plugin"``). Components (tokenizers,
 embodiments, ...) are normally declared through their own entry-point groups; the
 ``register_components`` hook is for components built at run time.
@@ -20,7 +20,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 class ComponentRegistrar(Protocol):
-    """The ``register`` callback handed to :func:`register_components`."""
+    """The ``register`` callback handed to :func:`~metis_core.hookspecs.register_components`."""
 
     def __call__(self, kind: str, component_class: type, *, name: str | None = None) -> None:
         """Register ``component_class`` under ``name`` (default: its ``name`` attribute) in ``kind``."""

@@ -1,17 +1,17 @@
 """Registries of components, one per kind, backed by entry points and the plugin hook.
 
-=================  ======================  ===========================
-registry           entry-point group       interface
-=================  ======================  ===========================
-``TOKENIZERS``     ``metis.tokenizers``    :class:`~metis_core.interfaces.Tokenizer`
-``BACKBONES``      ``metis.backbones``     :class:`~metis_core.interfaces.Backbone`
-``ACTION_HEADS``   ``metis.action_heads``  :class:`~metis_core.interfaces.ActionHead`
-``EMBODIMENTS``    ``metis.embodiments``   :class:`~metis_core.interfaces.Embodiment`
-``DATASET_SOURCES````metis.datasets``      :class:`~metis_core.interfaces.DatasetSource`
-=================  ======================  ===========================
+====================  ======================  ================================================
+registry              entry-point group       interface
+====================  ======================  ================================================
+``TOKENIZERS``        ``metis.tokenizers``    :class:`~metis_core.interfaces.Tokenizer`
+``BACKBONES``         ``metis.backbones``     :class:`~metis_core.interfaces.Backbone`
+``ACTION_HEADS``      ``metis.action_heads``  :class:`~metis_core.interfaces.ActionHead`
+``EMBODIMENTS``       ``metis.embodiments``   :class:`~metis_core.interfaces.Embodiment`
+``DATASET_SOURCES``   ``metis.datasets``      :class:`~metis_core.interfaces.DatasetSource`
+====================  ======================  ================================================
 
 An entry maps a short name straight to the class (``motion_rvq =
-"metis_tokenizers.motion_rvq:MotionRVQTokenizer"``), so :meth:`Registry.names` lists components
+"metis_tokenizers.motion_rvq.modeling_motion_rvq:MotionRVQ"``), so :meth:`Registry.names` lists components
 without importing them; :meth:`Registry.get` imports one on demand. Built-in components are
 declared exactly like third-party ones.
 """
