@@ -6,7 +6,7 @@ import importlib.metadata
 
 project = "METIS toolkit"
 author = "METIS toolkit contributors"
-copyright = "2026, METIS toolkit contributors"  # noqa: A001
+copyright = "2026, METIS toolkit contributors"
 release = importlib.metadata.version("metis-core")
 version = release
 

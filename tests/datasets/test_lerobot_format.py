@@ -49,12 +49,14 @@ def test_layout_and_metadata(synth_root: Path) -> None:
     assert info["codebase_version"] == "v3.0"
     assert info["total_episodes"] == 5
     assert info["total_frames"] == 120
-    assert info["metis"]["contract"] == {"name": "metis-hand", "version": 1}
-    assert info["metis"]["source"] == "synthetic"
-    assert info["metis"]["embodiment"] == "human_mano"
+    record = info["features"]["observation.state"]["metis"]
+    assert "metis" not in info  # LeRobot >= 0.5 drops unknown top-level keys; features survive
+    assert record["contract"] == {"name": "metis-hand", "version": 1}
+    assert record["source"] == "synthetic"
+    assert record["embodiment"] == "human_mano"
     assert info["features"]["observation.state"]["shape"] == [48]
     assert info["features"]["observation.images.ego"]["dtype"] == "video"
-    np.testing.assert_allclose(info["metis"]["camera_intrinsics"]["ego"], [[307.5, 0, 160], [0, 307.5, 120], [0, 0, 1]])  # fmt: skip
+    np.testing.assert_allclose(record["camera_intrinsics"]["ego"], [[307.5, 0, 160], [0, 307.5, 120], [0, 0, 1]])  # fmt: skip
     # many episodes per file: 5 episodes in 3 files
     assert len(list((synth_root / "data").rglob("*.parquet"))) == 3
     assert (synth_root / "data/chunk-000/file-002.parquet").exists()
@@ -71,7 +73,9 @@ def test_stats_are_masked(synth_root: Path) -> None:
     for name in ("mean", "std", "min", "max", "q01", "q99"):
         np.testing.assert_allclose(stats["action"][name], getattr(expected, name), rtol=1e-12)
     # a missing hand's zeros are excluded: the count of a left-hand dimension equals its frames
-    assert stats["action"]["count"][0] == dataset.hand_mask[:, 0].sum()
+    assert stats["action"]["valid_count"][0] == dataset.hand_mask[:, 0].sum()
+    assert stats["action"]["count"] == [len(dataset)]  # LeRobot's shape (1,)
+    assert dataset.stats["action"].count[0] == dataset.hand_mask[:, 0].sum()
 
 
 def test_resume_after_kill(tmp_path: Path) -> None:
@@ -108,7 +112,7 @@ def test_wrong_contract_version(synth_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "v2"
     shutil.copytree(synth_root, root)
     info = read_json(root / "meta" / "info.json")
-    info["metis"]["contract"]["version"] = 2
+    info["features"]["observation.state"]["metis"]["contract"]["version"] = 2
     write_json(root / "meta" / "info.json", info)
     with pytest.raises(ContractMismatchError, match="version 2"):
         LeRobotDataset(root)

@@ -83,7 +83,10 @@ def test_ranks_and_workers_disjoint(roots: dict[str, Path]) -> None:
 
 def test_dataloader_workers_cover_stream(roots: dict[str, Path]) -> None:
     mixture = _mixture(roots, seed=2, num_samples=64, spec=SampleSpec(chunk_len=32))
-    loader = torch.utils.data.DataLoader(mixture, batch_size=8, num_workers=2)
+    # spawn, not fork: forking a process whose torch/OpenMP threads are live can deadlock
+    loader = torch.utils.data.DataLoader(
+        mixture, batch_size=8, num_workers=2, multiprocessing_context="spawn"
+    )
     batches = list(loader)
     indices = sorted(int(i) for batch in batches for i in batch["sample_index"])
     assert indices == list(range(64))

@@ -119,4 +119,4 @@ def test_metis_cli_gets_the_tokenizers_group() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["binning", "dct_bpe", "motion_rvq"]
+    assert result.stdout.split() == ["binning", "dct_bpe", "motion_rvq", "visual_dynamics_vq"]

@@ -84,7 +84,7 @@ def interpolation_weights(
             f"outside the source range [{lo:.6f}, {hi:.6f}] s; extrapolation is not supported"
         )
     query = query_times.clamp(lo, hi)
-    index = torch.searchsorted(source_times, query, right=True) - 1
+    index = torch.searchsorted(source_times.contiguous(), query.contiguous(), right=True) - 1
     index = index.clamp(0, max(source_times.numel() - 2, 0))
     if source_times.numel() == 1:
         return torch.zeros_like(index), torch.zeros_like(query)

@@ -148,3 +148,53 @@ def synthetic(out_dir: str, episodes: int, seed: int, frames: int, no_images: bo
 
     root = make_dataset(out_dir, episodes=episodes, seed=seed, frames=frames, image_size=None if no_images else (240, 320), progress=True)  # fmt: skip
     click.echo(str(root))
+
+
+def _config_value(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@main.command()
+@click.argument("source")
+@click.argument("raw_dir", type=click.Path(exists=True))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--workers", "-j", default=1, show_default=True, help="Processes loading episodes.")
+@click.option("--fps", "target_fps", default=None, type=float, help="Target rate in Hz (source default: 30).")  # fmt: skip
+@click.option("--no-images", is_flag=True, help="Keep poses and annotations only (no ego video).")
+@click.option("--image-size", default=None, metavar="HxW", help="Stored frame size, e.g. 480x640.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Other source config fields (JSON values), repeatable.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Delete OUT_DIR first instead of resuming.")
+@click.option("--episodes-per-file", default=50, show_default=True, help="Episodes per data/video file (one commit each).")  # fmt: skip
+@click.option("--limit", default=None, type=int, help="Convert at most this many episodes.")
+def convert(source: str, raw_dir: str, out_dir: str, workers: int, target_fps: float | None, no_images: bool, image_size: str | None, settings: tuple[str, ...], overwrite: bool, episodes_per_file: int, limit: int | None) -> None:  # fmt: skip
+    """Convert SOURCE's raw download RAW_DIR into a METIS LeRobot v3 dataset OUT_DIR.
+
+    Re-running on the same OUT_DIR resumes; the summary lists skipped episodes and why.
+    """
+    from metis_datasets.convert import convert as run_conversion
+
+    config: dict[str, object] = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {setting!r}", param_hint="--set")
+        config[key.strip()] = _config_value(value)
+    if target_fps is not None:
+        config["target_fps"] = target_fps
+    if no_images:
+        config["with_images"] = False
+    if image_size is not None:
+        height, sep, width = image_size.lower().partition("x")
+        if not (sep and height.isdigit() and width.isdigit()):
+            raise click.BadParameter(f"expected HxW such as 480x640, got {image_size!r}", param_hint="--image-size")  # fmt: skip
+        config["image_height"], config["image_width"] = int(height), int(width)
+    try:
+        report = run_conversion(source, raw_dir, out_dir, config=config, workers=workers, overwrite=overwrite, episodes_per_file=episodes_per_file, limit=limit)  # fmt: skip
+    except (FileNotFoundError, ValueError, LookupError, ImportError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(report.summary())

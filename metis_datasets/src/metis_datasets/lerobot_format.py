@@ -2,24 +2,27 @@
 
 Layout written (``C`` = chunk index, ``F`` = file index, 1000 files per chunk)::
 
-    meta/info.json                      codebase_version "v3.0", features, fps, paths, "metis" block
+    meta/info.json                      codebase_version "v3.0", features (with the METIS record), fps
     meta/stats.json                     mean/std/min/max/q01/q99/count per numeric feature
     meta/tasks.parquet                  task (string), task_index (int64)
     meta/episodes/chunk-C/file-F.parquet  one row per episode (indices into data and video files,
-                                        tasks, length, subtasks, metis metadata as JSON)
+                                        tasks, length, subtasks, embodiment, metadata as JSON)
     data/chunk-C/file-F.parquet         one row per frame, many episodes per file
     videos/observation.images.ego/chunk-C/file-F.mp4   many episodes per file
 
 Per-frame METIS columns: ``observation.state`` and ``action`` (48 float32, the contract),
 ``observation.hand_mask`` (2 bool: left, right), plus LeRobot's ``timestamp``, ``frame_index``,
-``episode_index``, ``index``, ``task_index``. ``meta/info.json["metis"]`` holds the contract name and
-version, source, embodiment, fps and camera intrinsics.
+``episode_index``, ``index``, ``task_index``. The METIS record (contract name and version, source,
+embodiment, fps, camera intrinsics) sits in ``meta/info.json`` at
+``features["observation.state"]["metis"]``: LeRobot (0.5 and later) drops unknown top-level keys of
+``info.json`` when it rewrites it, but keeps feature entries verbatim, so the record survives
+LeRobot's own tools (``aggregate_datasets``, ``delete_episodes``, ...).
 
 Atomicity and resume: episodes are buffered and flushed as one data file, one video file and one
 episodes-metadata file, each written to a temporary name and renamed; ``meta/info.json`` is
-rewritten last and is the commit record (``total_episodes``). Files beyond what ``info.json``
-records (left by a killed run) are deleted when the writer reopens the dataset, and
-:meth:`LeRobotWriter.committed_episodes` tells a conversion where to continue.
+rewritten last and is the commit record (``total_episodes``). Files numbered beyond those the
+committed episodes reference (left by a killed run) are deleted when the writer reopens the
+dataset, and :attr:`LeRobotWriter.committed_episodes` tells a conversion where to continue.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ __all__ = [
     "LeRobotDataset",
     "LeRobotWriter",
     "UnsupportedDatasetError",
+    "metis_record",
+    "norm_stats_from_json",
     "write_episodes",
 ]
 
@@ -76,9 +81,14 @@ def _chunk_file(number: int) -> tuple[int, int]:
     return number // CHUNKS_SIZE, number % CHUNKS_SIZE
 
 
-def _features(image_shape: tuple[int, int] | None, fps: float, video_info: dict | None) -> dict:
+def _features(image_shape: tuple[int, int] | None, video_info: dict | None, record: dict) -> dict:
     features: dict[str, Any] = {
-        STATE_KEY: {"dtype": "float32", "shape": [ACTION_DIM], "names": _HAND_NAMES},
+        STATE_KEY: {
+            "dtype": "float32",
+            "shape": [ACTION_DIM],
+            "names": _HAND_NAMES,
+            "metis": record,
+        },
         ACTION_KEY: {"dtype": "float32", "shape": [ACTION_DIM], "names": _HAND_NAMES},
         MASK_KEY: {"dtype": "bool", "shape": [2], "names": ["left", "right"]},
     }
@@ -147,24 +157,54 @@ class LeRobotWriter:
 
     def _reopen(self) -> None:
         info = read_json(self.root / "meta" / "info.json")
-        metis = info.get("metis")
-        if not isinstance(metis, dict):
-            raise UnsupportedDatasetError(f"{self.root} holds a LeRobot dataset not written by METIS; refusing to append")  # fmt: skip
+        if not isinstance(info, dict) or "features" not in info or "total_episodes" not in info:
+            raise UnsupportedDatasetError(f"{self.root}/meta/info.json: expected a LeRobot info record with 'features' and 'total_episodes'; refusing to append")  # fmt: skip
+        metis = metis_record(info)
+        if not metis:
+            raise UnsupportedDatasetError(f"{self.root} holds a LeRobot dataset not written by METIS (no features[{STATE_KEY!r}]['metis'] record); refusing to append")  # fmt: skip
         check_contract(metis.get("contract"), where=str(self.root))
         for key, mine in (("source", self.source), ("embodiment", self.embodiment)):
             if metis.get(key) != mine:
                 raise UnsupportedDatasetError(f"{self.root} holds {key} {metis.get(key)!r}, cannot append {key} {mine!r}")  # fmt: skip
         if abs(float(info["fps"]) - self.fps) > 1e-9:
             raise UnsupportedDatasetError(f"{self.root} is at {info['fps']} fps, cannot append episodes at {self.fps} fps")  # fmt: skip
+        shape = metis.get("image_shape")
+        if (tuple(shape) if shape else None) != self.image_shape:
+            raise UnsupportedDatasetError(f"{self.root} holds ego images of shape {shape}, cannot append episodes with image_shape {self.image_shape}")  # fmt: skip
         self._episodes = int(info["total_episodes"])
         self._frames = int(info["total_frames"])
-        self._files = int(metis.get("total_files", 0))
         self._video_info = info["features"].get(EGO_KEY, {}).get("info")
         tasks_path = self.root / "meta" / "tasks.parquet"
         if tasks_path.exists():
             table = _read_parquet(tasks_path)
             self._tasks = dict(zip(table.column("task").to_pylist(), table.column("task_index").to_pylist(), strict=True))  # fmt: skip
+        self._files = self._committed_file_count()
         self._remove_uncommitted()
+
+    def _committed_file_count(self) -> int:
+        """One past the highest file number the committed episodes reference.
+
+        Reads every episodes file (an unreadable one raises before anything is deleted) and checks
+        that exactly ``total_episodes`` committed episodes are recorded.
+        """
+        highest, committed = -1, 0
+        for path in sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+            table = _read_parquet(path)
+            prefixes = ["data", "meta/episodes"] + [c[: -len("/chunk_index")] for c in table.column_names if c.startswith("videos/") and c.endswith("/chunk_index")]  # fmt: skip
+            columns = ["episode_index"] + [f"{p}/{n}" for p in prefixes for n in ("chunk_index", "file_index")]  # fmt: skip
+            lacking = [c for c in columns if c not in table.column_names]
+            if lacking:
+                raise UnsupportedDatasetError(f"{path}: lacks episodes columns {lacking}; refusing to append")  # fmt: skip
+            for row in table.select(columns).to_pylist():
+                if row["episode_index"] >= self._episodes:
+                    continue  # written by a killed flush, never committed
+                committed += 1
+                for prefix in prefixes:
+                    number = row[f"{prefix}/chunk_index"] * CHUNKS_SIZE + row[f"{prefix}/file_index"]  # fmt: skip
+                    highest = max(highest, number)
+        if committed != self._episodes:
+            raise CorruptFileError(f"{self.root}: info.json commits {self._episodes} episodes but the episodes files record {committed}; refusing to append (nothing was changed)")  # fmt: skip
+        return highest + 1
 
     def _remove_uncommitted(self) -> None:
         """Delete files numbered at or beyond the committed file count and stray temporaries."""
@@ -175,7 +215,7 @@ class LeRobotWriter:
             for path in base.rglob("*"):
                 if not path.is_file():
                     continue
-                if path.name.startswith("."):
+                if path.name.startswith(".") and path.name.endswith(".tmp"):
                     path.unlink()
                     continue
                 if path.stem.startswith("file-") and path.parent.name.startswith("chunk-"):
@@ -198,6 +238,8 @@ class LeRobotWriter:
             ValueError: If its fps, source, or image shape differ from the dataset's.
         """
         episode.validate()
+        if episode.source and episode.source != self.source:
+            raise ValueError(f"episode from source {episode.source!r}, dataset holds source {self.source!r}")  # fmt: skip
         if abs(episode.fps - self.fps) > 1e-9:
             raise ValueError(f"episode at {episode.fps} fps, dataset at {self.fps} fps; resample it first")  # fmt: skip
         if self.image_shape is not None:
@@ -266,6 +308,7 @@ class LeRobotWriter:
                 [{"start": s.start, "end": s.end, "text": s.text} for s in ep.subtasks]
                 for ep in episodes
             ],
+            "metis/embodiment": [ep.embodiment or self.embodiment for ep in episodes],
             "metis/metadata": [json.dumps(_jsonable(ep.metadata)) for ep in episodes],
         }
         if self.image_shape is not None:
@@ -299,21 +342,21 @@ class LeRobotWriter:
             "splits": {"train": f"0:{self._episodes}"},
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if self.image_shape is not None else None,
-            "features": _features(self.image_shape, self.fps, self._video_info),
-            "metis": {
-                "contract": HAND_CONTRACT.to_dict(),
-                "contract_id": HAND_CONTRACT.id,
-                "source": self.source,
-                "embodiment": self.embodiment,
-                "fps": self.fps,
-                "camera_intrinsics": {"ego": self.intrinsics}
-                if self.intrinsics is not None
-                else {},
-                "image_shape": list(self.image_shape) if self.image_shape else None,
-                "total_files": self._files,
-            },
+            "features": _features(self.image_shape, self._video_info, self.record()),
         }
         write_json(self.root / "meta" / "info.json", info)
+
+    def record(self) -> dict:
+        """The METIS record written at ``features["observation.state"]["metis"]``."""
+        return {
+            "contract": HAND_CONTRACT.to_dict(),
+            "contract_id": HAND_CONTRACT.id,
+            "source": self.source,
+            "embodiment": self.embodiment,
+            "fps": self.fps,
+            "camera_intrinsics": {"ego": self.intrinsics} if self.intrinsics is not None else {},
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+        }
 
     def finalize(self, *, progress: bool = False) -> Path:
         """Flush, then compute and write ``meta/stats.json`` (masked by hand presence).
@@ -357,6 +400,26 @@ def write_episodes(
             continue
         writer.add_episode(episode)
     return writer.finalize(progress=progress)
+
+
+def metis_record(info: Mapping[str, Any]) -> dict:
+    """The METIS record of a parsed ``meta/info.json`` (``{}`` for datasets of others).
+
+    Looks at ``features["observation.state"]["metis"]`` first (where the writer puts it), then at
+    a top-level ``"metis"`` key (datasets written before the record moved into the features).
+    """
+    features = info.get("features")
+    if isinstance(features, Mapping):
+        record = (features.get(STATE_KEY) or {}).get("metis")
+        if isinstance(record, Mapping):
+            return dict(record)
+    record = info.get("metis")
+    return dict(record) if isinstance(record, Mapping) else {}
+
+
+def norm_stats_from_json(entry: Mapping[str, Any]) -> NormStats:
+    """A ``meta/stats.json`` feature entry as :class:`NormStats` (per-dimension ``valid_count``)."""
+    return NormStats.from_dict({**entry, "count": entry.get("valid_count", entry.get("count"))})
 
 
 def _tasks_table(tasks: Mapping[str, int]) -> pa.Table:
@@ -434,7 +497,6 @@ class LeRobotDataset:
         episodes: Per-episode records (dicts with ``episode_index``, ``length``, ``from``, ``to``,
             ``tasks``, ``subtasks``, ``metadata``, video location).
         state, action: ``(N, 48)`` float32 (contract datasets only).
-        hand_mask: ``(N, 2)`` bool.
         stats: Feature name → :class:`NormStats`.
 
     Raises:
@@ -456,7 +518,7 @@ class LeRobotDataset:
         self.version = str(self.info["codebase_version"])
         self.fps = float(self.info["fps"])
         self.features: dict = self.info["features"]
-        self.metis: dict = self.info.get("metis") or {}
+        self.metis: dict = metis_record(self.info)
         if self.metis:
             check_contract(self.metis.get("contract"), where=str(self.root))
         if self.version == "v3.0":
@@ -473,7 +535,7 @@ class LeRobotDataset:
         stats_path = self.root / "meta" / "stats.json"
         if load_stats and stats_path.exists():
             raw = read_json(stats_path)
-            self.stats = {k: NormStats.from_dict(v) for k, v in raw.items() if isinstance(v, dict) and "mean" in v and k in (STATE_KEY, ACTION_KEY)}  # fmt: skip
+            self.stats = {k: norm_stats_from_json(v) for k, v in raw.items() if isinstance(v, dict) and "mean" in v and k in (STATE_KEY, ACTION_KEY)}  # fmt: skip
         starts = np.array([ep["from"] for ep in self.episodes], dtype=np.int64)
         self.episode_starts = starts
         self.episode_lengths = np.array([ep["length"] for ep in self.episodes], dtype=np.int64)
@@ -532,6 +594,7 @@ class LeRobotDataset:
                         for s in row.get("subtasks") or []
                     ],
                     "metadata": json.loads(row.get("metis/metadata") or "{}"),
+                    "embodiment": row.get("metis/embodiment") or self.embodiment,
                     "videos": {},
                 }
                 for key, feature in self.features.items():
@@ -565,6 +628,7 @@ class LeRobotDataset:
                 "tasks": list(row.get("tasks") or []),
                 "subtasks": [],
                 "metadata": {},
+                "embodiment": self.embodiment,
                 "videos": {},
             }
             for key, feature in self.features.items():
@@ -659,28 +723,47 @@ class LeRobotDataset:
         task_index = int(self.columns["task_index"][record["from"], 0]) if "task_index" in self.columns else -1  # fmt: skip
         return self.tasks.get(task_index, "")
 
-    def frames(self, episode: int, frame_indices: np.ndarray | list[int], key: str = EGO_KEY) -> np.ndarray:  # fmt: skip
+    def frames(
+        self,
+        episode: int,
+        frame_indices: np.ndarray | list[int],
+        key: str = EGO_KEY,
+        *,
+        size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
         """Decode video frames of one episode.
 
         Args:
             episode: Episode position.
             frame_indices: ``(K,)`` frame numbers within the episode.
             key: Video feature.
+            size: ``(height, width)`` to scale to while decoding, or None for the stored size.
 
         Returns:
             ``(K, H, W, 3)`` uint8.
+
+        Raises:
+            KeyError: If the episode has no such video.
+            CorruptFileError: If the video is unreadable or lacks the frames.
         """
         record = self.episodes[episode]
         if key not in record["videos"]:
             raise KeyError(f"{self.root}: episode {episode} has no video {key!r}; available {list(record['videos'])}")  # fmt: skip
-        path, start = record["videos"][key]
+        return self.video_reader(episode, key).frames_at(
+            record["videos"][key][1] + np.asarray(frame_indices, dtype=np.float64) / self.fps,
+            tolerance_s=0.5 / self.fps,
+            size=size,
+        )
+
+    def video_reader(self, episode: int, key: str = EGO_KEY) -> VideoReader:
+        """The (cached, per-process) :class:`VideoReader` of the file holding an episode's video."""
+        path = self.episodes[episode]["videos"][key][0]
         if os.getpid() != self._pid:  # forked dataloader worker: never share decoder state
             self._videos, self._pid = {}, os.getpid()
         reader = self._videos.get((key, str(path)))
         if reader is None:
             reader = self._videos[(key, str(path))] = VideoReader(path)
-        times = start + np.asarray(frame_indices, dtype=np.float64) / self.fps
-        return reader.frames_at(times, tolerance_s=0.5 / self.fps)
+        return reader
 
     def episode(self, index: int, *, with_images: bool = True) -> Episode:
         """Rebuild one episode in the contract.
@@ -703,18 +786,26 @@ class LeRobotDataset:
             subtasks=list(record["subtasks"]),
             images=images,
             source=self.source,
-            embodiment=self.embodiment,
+            embodiment=record["embodiment"],
             metadata=dict(record["metadata"]),
         )
 
     def compute_stats(self, *, progress: bool = False) -> dict[str, dict]:
-        """Statistics of state and action masked by hand presence, in ``meta/stats.json`` form."""
+        """Statistics of state and action masked by hand presence, in ``meta/stats.json`` form.
+
+        Each feature gets ``mean, std, min, max, q01, q99`` ``(48,)`` over the frames where the
+        value's hand is present, ``valid_count`` ``(48,)`` (how many such frames) and LeRobot's
+        ``count`` ``(1,)`` (all frames; LeRobot requires this shape when it aggregates stats).
+        """
         out: dict[str, dict] = {}
         if not self.is_contract or self.num_frames == 0:
             return out
         valid = hand_value_mask(self.hand_mask).numpy()
         for key in tqdm((STATE_KEY, ACTION_KEY), desc="stats", disable=not progress):
-            out[key] = compute_stats(self.columns[key], valid).to_dict()
+            stats = compute_stats(self.columns[key], valid).to_dict()
+            stats["valid_count"] = stats.pop("count")
+            stats["count"] = [self.num_frames]
+            out[key] = stats
         return out
 
     def __getstate__(self) -> dict:

@@ -20,8 +20,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from metis_core.normalization import Normalizer, NormStats
-from metis_datasets.lerobot_format import ACTION_KEY, STATE_KEY, LeRobotDataset
+from metis_core.normalization import Normalizer
+from metis_datasets.lerobot_format import (
+    ACTION_KEY,
+    STATE_KEY,
+    LeRobotDataset,
+    norm_stats_from_json,
+)
 from metis_datasets.transforms import SampleSpec, build_sample
 
 __all__ = ["TABLE6_WEIGHTS", "MixtureDataset"]
@@ -124,7 +129,7 @@ class MixtureDataset(IterableDataset):
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def _normalizers(self, dataset: LeRobotDataset) -> dict[str, Normalizer]:
-        stats = dataset.stats or {k: NormStats.from_dict(v) for k, v in dataset.compute_stats().items()}  # fmt: skip
+        stats = dataset.stats or {k: norm_stats_from_json(v) for k, v in dataset.compute_stats().items()}  # fmt: skip
         return {key: Normalizer(stats[key], self.spec.norm_mode) for key in (STATE_KEY, ACTION_KEY)}
 
     # -- the global stream ------------------------------------------------------------------

@@ -38,6 +38,9 @@ class SampleSpec:
         image_size: Side of the square image after the centre crop, or None for no image.
         norm_mode: ``mean_std``, ``min_max``, ``q01_q99`` or ``identity``.
         augment: Apply image augmentation (training only).
+        image_dtype: ``"float32"`` (values in [0, 1]) or ``"uint8"`` (0..255, four times less
+            to move between dataloader workers; convert on the accelerator). Augmentation needs
+            ``"float32"``.
     """
 
     chunk_len: int = 30
@@ -46,6 +49,7 @@ class SampleSpec:
     image_size: int | None = None
     norm_mode: str = "mean_std"
     augment: bool = False
+    image_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.chunk_len < 1 or self.history < 1 or self.motion_window < 1:
@@ -53,6 +57,10 @@ class SampleSpec:
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size must be >= 8 or None, got {self.image_size}")
         NormMode.parse(self.norm_mode)
+        if self.image_dtype not in ("float32", "uint8"):
+            raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {self.image_dtype!r}")
+        if self.augment and self.image_dtype != "float32":
+            raise ValueError("image augmentation needs image_dtype='float32'")
 
 
 def window_indices(start: int, count: int, episode_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,19 +74,25 @@ def window_indices(start: int, count: int, episode_length: int) -> tuple[np.ndar
     return np.clip(raw, 0, episode_length - 1), valid
 
 
-def center_crop_resize(frames: torch.Tensor, size: int = 224) -> torch.Tensor:
+def center_crop_resize(frames: torch.Tensor, size: int = 224, *, dtype: str = "float32") -> torch.Tensor:  # fmt: skip
     """Centre-crop the largest square and resize it (the paper: 480×640 → 480×480 → 224×224).
+
+    uint8 input is cropped and resized in uint8 (antialiased bilinear, SIMD on CPU, ~5x faster
+    than in float; values differ from the float path by at most one grey level) and converted last.
 
     Args:
         frames: ``(..., H, W, 3)`` uint8 or ``(..., 3, H, W)`` float.
         size: Output side.
+        dtype: ``"float32"`` (values in [0, 1]) or ``"uint8"`` (uint8 input only).
 
     Returns:
-        ``(..., 3, size, size)`` float32 in [0, 1].
+        ``(..., 3, size, size)`` float32 in [0, 1], or uint8.
     """
     x = frames
     if x.dtype == torch.uint8:
-        x = x.movedim(-1, -3).float() / 255.0
+        x = x.movedim(-1, -3)
+    elif dtype == "uint8":
+        raise ValueError("center_crop_resize: dtype='uint8' needs uint8 (..., H, W, 3) input")
     h, w = x.shape[-2:]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -87,7 +101,10 @@ def center_crop_resize(frames: torch.Tensor, size: int = 224) -> torch.Tensor:
     x = x.reshape(-1, 3, side, side)
     if side != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)  # fmt: skip
-    return x.reshape(*lead, 3, size, size)
+    x = x.reshape(*lead, 3, size, size)
+    if x.dtype == torch.uint8 and dtype == "float32":
+        return x.float().div_(255.0)
+    return x.contiguous()
 
 
 def augment_image(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -179,7 +196,9 @@ def build_sample(
       ``motion_window_is_pad`` ``(W,)``;
     * ``hand_mask`` ``(2,)``; ``task`` (str); ``subtask`` (str, ``""`` if none);
       ``episode_index``, ``frame_index`` (int);
-    * ``observation.images.ego`` ``(3, S, S)`` float in [0, 1] if ``spec.image_size``.
+    * ``observation.images.ego`` ``(3, S, S)`` float in [0, 1] (or uint8, see
+      ``spec.image_dtype``) if ``spec.image_size``: the centre square of the frame resized to
+      ``S`` (:func:`center_crop_resize`).
     """
     episode = int(dataset.frame_episode[frame])
     start = int(dataset.episode_starts[episode])
@@ -220,7 +239,7 @@ def build_sample(
     }
     if spec.image_size is not None:
         raw = torch.from_numpy(dataset.frames(episode, [local], EGO_KEY)[0])
-        image = center_crop_resize(raw, spec.image_size)
+        image = center_crop_resize(raw, spec.image_size, dtype=spec.image_dtype)
         if spec.augment:
             image = augment_image(image, generator or torch.Generator().manual_seed(frame))
         sample[EGO_KEY] = image

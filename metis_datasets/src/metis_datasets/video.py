@@ -7,6 +7,7 @@ decoded frames.
 
 from __future__ import annotations
 
+import collections
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -71,11 +72,17 @@ def encode_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float) -
 class VideoReader:
     """Decodes frames at given timestamps from one MP4 file, keeping the container open.
 
+    Random access seeks to the keyframe before the wanted time and decodes forward (with the short
+    GOP we write, at most a couple of frames). A request for a later time close to the last one
+    decoded continues the running decoder instead of seeking again, and the last few decoded
+    frames are cached, so sequential reads (whole episodes, motion windows) decode each frame once.
+
     Args:
         path: The ``.mp4`` file.
+        cache_frames: How many decoded frames to keep.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, cache_frames: int = 8) -> None:
         self.path = Path(path)
         try:
             self._container = av.open(str(self.path))
@@ -87,17 +94,37 @@ class VideoReader:
         self._stream.thread_type = "SLICE"
         self._time_base = float(self._stream.time_base)
         self._start = self._stream.start_time or 0
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self._frame_s = 1.0 / float(rate) if rate else 1.0 / 30.0
+        self._decoder = None  # running frame iterator after the last decoded frame
+        self._last_time = -float("inf")
+        self._cache: collections.OrderedDict[tuple[float, tuple[int, int] | None], np.ndarray] = collections.OrderedDict()  # fmt: skip
+        self._cache_size = cache_frames
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the stored frames."""
+        return int(self._stream.height), int(self._stream.width)
 
     def close(self) -> None:
         """Release the file."""
+        self._decoder = None
         self._container.close()
 
-    def frames_at(self, timestamps: np.ndarray | list[float], *, tolerance_s: float = 1e-3) -> np.ndarray:  # fmt: skip
+    def frames_at(
+        self,
+        timestamps: np.ndarray | list[float],
+        *,
+        tolerance_s: float = 1e-3,
+        size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
         """Decode the frames shown at the given times (seconds from the file's start).
 
         Args:
             timestamps: ``(K,)`` seconds.
             tolerance_s: Largest allowed distance between a wanted time and the decoded frame.
+            size: ``(height, width)`` to scale the frames to while converting them to RGB
+                (FFmpeg's swscale, bilinear), or None for the stored size.
 
         Returns:
             ``(K, H, W, 3)`` uint8 RGB.
@@ -106,25 +133,43 @@ class VideoReader:
             CorruptFileError: If a frame cannot be found within the tolerance.
         """
         wanted = np.asarray(timestamps, dtype=np.float64).reshape(-1)
-        out: list[np.ndarray] = []
-        for target in wanted:
-            out.append(self._frame_at(float(target), tolerance_s))
-        return np.stack(out) if out else np.zeros((0, self._stream.height, self._stream.width, 3), np.uint8)  # fmt: skip
+        out = [self._frame_at(float(target), tolerance_s, size) for target in wanted]
+        height, width = size or self.size
+        return np.stack(out) if out else np.zeros((0, height, width, 3), np.uint8)
 
-    def _frame_at(self, target: float, tolerance_s: float) -> np.ndarray:
-        seek_pts = round(target / self._time_base) + self._start
-        self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
-        best, best_gap = None, float("inf")
-        for frame in self._container.decode(self._stream):
+    def _frame_at(self, target: float, tolerance_s: float, size: tuple[int, int] | None) -> np.ndarray:  # fmt: skip
+        for (time, cached_size), image in self._cache.items():
+            if cached_size == size and abs(time - target) <= min(tolerance_s, 0.25 * self._frame_s):  # fmt: skip
+                return image
+        # Note: continuing the running decoder is only valid forward and close by (a GOP or so);
+        # otherwise seek to the keyframe before the target.
+        ahead = target - self._last_time
+        if self._decoder is None or not (0 < ahead <= (GOP + 1) * self._frame_s + tolerance_s):
+            seek_pts = round(target / self._time_base) + self._start
+            self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
+            self._decoder = self._container.decode(self._stream)
+        best, best_time, best_gap = None, 0.0, float("inf")
+        for frame in self._decoder:
             time = (frame.pts - self._start) * self._time_base
+            self._last_time = time
             gap = abs(time - target)
             if gap < best_gap:
-                best, best_gap = frame, gap
+                best, best_time, best_gap = frame, time, gap
             if time >= target - tolerance_s:
                 break
+        else:
+            self._decoder = None  # end of stream: the next request seeks
         if best is None or best_gap > tolerance_s:
+            self._decoder = None
             raise CorruptFileError(
                 f"{self.path}: no frame within {tolerance_s * 1e3:.1f} ms of t={target:.4f} s "
                 f"(closest {best_gap:.4f} s away); the video is truncated or its timestamps are off"
             )
-        return best.to_ndarray(format="rgb24")
+        if size is None:
+            image = best.to_ndarray(format="rgb24")
+        else:
+            image = best.to_ndarray(format="rgb24", width=size[1], height=size[0], interpolation="BILINEAR")  # fmt: skip
+        self._cache[(best_time, size)] = image
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return image

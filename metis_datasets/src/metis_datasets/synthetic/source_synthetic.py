@@ -435,7 +435,7 @@ def make_dataset(
         progress: Show a progress bar.
 
     Returns:
-        The dataset root (open it with :class:`metis_datasets.LeRobotDataset`).
+        The dataset root (open it with :class:`~metis_datasets.lerobot_format.LeRobotDataset`).
     """
     from metis_datasets.lerobot_format import write_episodes
 

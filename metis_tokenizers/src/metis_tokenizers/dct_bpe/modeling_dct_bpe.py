@@ -83,7 +83,7 @@ class DCTBPE(Tokenizer):
 
     @property
     def values_per_window(self) -> int:
-        """Integer coefficients per window before BPE: ``(T-1) × 48``."""
+        """The number of integer coefficients per window before BPE, ``(T-1) × 48``."""
         return (self.config.window_len - 1) * ACTION_DIM
 
     # -- coefficients ------------------------------------------------------------------------
