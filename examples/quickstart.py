@@ -9,11 +9,19 @@ Run with `make demo` (which sets up .venv first) or `python examples/quickstart.
    and checks that unpacking gives back the same fingertips in the camera frame.
 3. Resamples a 20 Hz recording of the hands turning and moving to 30 Hz (slerp for rotations).
 4. Shows what a malformed vector gets: an error naming the problem.
+5. Retargets a half-closed human hand (21 MANO keypoints) onto the Inspire robot hand by batched
+   inverse kinematics, and turns the joints into Unitree's six normalised motor commands.
+6. Writes two small procedurally generated egocentric datasets in LeRobot v3 format, reopens them
+   and draws training samples from a weighted mixture through a ``DataLoader``.
+7. Tokenizes one second of two-hand motion: DCT+BPE and uniform binning (fitted), and a residual-VQ
+   motion tokenizer trained for a few seconds (the benchmark trains it for 15 minutes).
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -134,8 +142,111 @@ def show_an_error() -> None:
         print(f"  ContractError: {err}")
 
 
+def retarget_a_human_grasp() -> None:
+    from metis_core.registry import EMBODIMENTS
+    from metis_embodiments.human import curl_fingers
+    from metis_embodiments.retarget import retarget
+
+    print("Retargeting a half-closed human hand onto the Inspire hand:")
+    human = EMBODIMENTS.create("human_mano")  # right hand, 21 keypoints
+    robot = EMBODIMENTS.create("inspire")  # right Inspire RH56 (6 actuated DoF, 12 joints)
+    flexion = torch.linspace(0.2, 1.0, 4, dtype=torch.float64)[:, None, None].expand(4, 5, 3)
+    keypoints = curl_fingers(flexion.contiguous())  # 4 grasps, from open-ish to closed
+    result = retarget(human, keypoints, robot)
+    limits = robot.joint_limits.to(result.joints)
+    inside = bool(((result.joints >= limits[:, 0] - 1e-9) & (result.joints <= limits[:, 1] + 1e-9)).all())  # fmt: skip
+    error_mm = 1000 * result.fingertip_error
+    print(
+        f"  4 grasps -> joints {tuple(result.joints.shape)}, all within the joint limits: {inside}"
+    )
+    print(f"  fingertip error after scaling to the robot's size: median {error_mm.median():.1f} mm")
+    command = robot.to_unitree_command(result.joints)
+    print(f"  Unitree command of the most closed grasp (1 = open): {[round(v, 2) for v in command[-1].tolist()]}")  # fmt: skip
+    print()
+
+
+def datasets_and_a_mixture(workdir: Path) -> None:
+    from metis_datasets import LeRobotDataset, MixtureDataset, SampleSpec, write_episodes
+    from metis_datasets.synthetic.source_synthetic import SyntheticConfig, SyntheticSource
+
+    print("Two synthetic egocentric datasets in LeRobot v3 format, mixed 0.7 / 0.3:")
+    datasets = {}
+    for name, seed in (("kitchen", 0), ("workshop", 1)):
+        source = SyntheticSource(SyntheticConfig(episodes=3, frames=48, seed=seed, height=240, width=320))  # fmt: skip
+        root = write_episodes(
+            workdir / name,
+            source.iter_episodes(),
+            fps=source.config.fps,
+            source="synthetic",
+            embodiment="human_mano",
+            camera_intrinsics=source.intrinsics,
+            image_shape=(source.config.height, source.config.width),  # ego frames -> MP4 video
+            progress=False,
+        )
+        datasets[name] = LeRobotDataset(root)
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        print(f"  {name}: {len(datasets[name].episodes)} episodes, {datasets[name].num_frames} frames; files: {', '.join(files)}")  # fmt: skip
+    mixture = MixtureDataset(
+        datasets,
+        weights=[0.7, 0.3],
+        num_samples=200,
+        seed=0,
+        spec=SampleSpec(chunk_len=30, image_size=224),
+    )
+    loader = torch.utils.data.DataLoader(mixture, batch_size=20)
+    batch = next(iter(loader))
+    shapes = {k: tuple(v.shape) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    print(f"  a batch of 20 (frames decoded from the MP4, centre-cropped to 224 px):\n    {shapes}")
+    for _ in loader:
+        pass
+    drawn = {k: round(v, 3) for k, v in mixture.drawn_proportions().items()}
+    print(f"  proportions actually drawn over 200 samples: {drawn}")
+    print()
+
+
+def tokenize_motion(workdir: Path) -> None:
+    from metis_tokenizers import (
+        DCTBPE,
+        Binning,
+        BinningConfig,
+        DCTBPEConfig,
+        MotionRVQConfig,
+        generate_motion_windows,
+    )
+    from metis_tokenizers.evaluation import evaluate_tokenizer
+    from metis_tokenizers.training import TrainConfig, train_motion_rvq
+
+    print("One second of two-hand motion (16 frames x 48 values) as tokens, on held-out windows:")
+    torch.manual_seed(0)
+    train = generate_motion_windows(4000, seed=0)
+    heldout = generate_motion_windows(200, seed=0, split="heldout")
+    rvq = train_motion_rvq(
+        train,
+        workdir / "motion_rvq",
+        model_config=MotionRVQConfig(hidden_dim=64, latent_dim=64, attention_layers=1),
+        train_config=TrainConfig(steps=300, batch_size=64, learning_rate=2e-3, log_every=100),
+        progress=False,
+    ).tokenizer
+    tokenizers = {
+        "motion_rvq (300 steps)": rvq,
+        "dct_bpe (scale 2)": DCTBPE(DCTBPEConfig(scale=2.0)).fit(train.actions, train.hand_mask),
+        "binning (256 bins)": Binning(BinningConfig()).fit(train.actions, train.hand_mask),
+    }
+    print(f"  {'tokenizer':<24}{'tokens':>8}{'tips mm':>9}{'wrist mm':>10}{'rot deg':>9}")
+    for label, tokenizer in tokenizers.items():
+        report = evaluate_tokenizer(tokenizer, heldout, timing_repeats=1)
+        print(f"  {label:<24}{report.tokens_per_window:>8.1f}{report.fingertip_mm:>9.1f}"
+              f"{report.wrist_position_mm:>10.1f}{report.wrist_rotation_deg:>9.2f}")  # fmt: skip
+    print("  (python benchmarks/tokenizers.py trains motion_rvq properly and compares rates)")
+
+
 if __name__ == "__main__":
     list_components()
     round_trip_one_pose()
     resample_a_recording()
     show_an_error()
+    print()
+    retarget_a_human_grasp()
+    with tempfile.TemporaryDirectory(prefix="metis-quickstart-") as tmp:
+        datasets_and_a_mixture(Path(tmp))
+        tokenize_motion(Path(tmp))

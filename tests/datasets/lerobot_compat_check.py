@@ -1,9 +1,24 @@
 """Check that a real LeRobot installation opens datasets written by ``metis_datasets``.
 
 Not a pytest module (LeRobot is deliberately not a dependency): run it by hand with the METIS venv,
-pointing it at the Python of a separate environment that has LeRobot installed::
+pointing it at the Python of a separate environment that has LeRobot installed with the versions
+LeRobot itself pins (LeRobot 0.4.4 wants torch < 2.11, torchvision < 0.26 and torchcodec < 0.11;
+with newer ones it cannot decode any video: torchvision 0.24+ has no ``VideoReader`` for its
+``pyav`` backend)::
 
-    python tests/datasets/lerobot_compat_check.py --lerobot-python /tmp/lerobot-env/bin/python
+    python3 -m venv /tmp/lerobot044-venv
+    /tmp/lerobot044-venv/bin/pip install lerobot==0.4.4 torch==2.8.0 torchvision==0.23.0 torchcodec==0.7.0
+    python tests/datasets/lerobot_compat_check.py --lerobot-python /tmp/lerobot044-venv/bin/python
+
+torchcodec loads the system's FFmpeg 4–7 shared libraries (``libavutil.so.5x`` …). Without a
+system FFmpeg, the FFmpeg 7.1 that PyAV bundles in the same environment serves: link its
+libraries under their plain names and pass ``--ld-library-path`` (forwarded to the LeRobot side)::
+
+    V=/tmp/lerobot044-venv; L=$V/lib/python3.11/site-packages/av.libs; mkdir -p $V/ffmpeg7
+    for n in avutil.so.59 avcodec.so.61 avformat.so.61 avdevice.so.61 avfilter.so.10 \
+             swscale.so.8 swresample.so.5; do ln -sf $L/lib${n%%.so.*}-*.so.* $V/ffmpeg7/lib$n; done
+    python tests/datasets/lerobot_compat_check.py --lerobot-python $V/bin/python \
+        --ld-library-path $V/ffmpeg7:$L
 
 What it does:
 
@@ -13,11 +28,15 @@ What it does:
    opens both with ``lerobot.datasets.lerobot_dataset.LeRobotDataset`` for each video backend,
    reads every frame and compares state, action, hand mask, indices and task exactly and video
    frames to ours, reads action chunks across episode ends through ``delta_timestamps``, checks that
-   the METIS record is visible in ``meta.features`` and the stats and subtasks load, then rewrites
-   the data with LeRobot's own tools: ``aggregate_datasets`` (both into one) and ``delete_episodes``;
+   the METIS record is visible in ``meta.features``, the episode boundaries agree and the stats and
+   subtasks load, then rewrites the data with LeRobot's own tools: ``aggregate_datasets`` (both
+   into one) and ``delete_episodes``; and records a dataset of its own, as a downstream robot lab
+   would (a 7-D arm, one camera, LeRobot's default AV1 video codec);
 3. (METIS side) opens LeRobot's outputs with :class:`metis_datasets.LeRobotDataset` and checks that
    the contract record, source, embodiment, intrinsics, instructions, every vector and the video
-   survived (whether LeRobot kept our per-episode subtask column is reported, not required).
+   survived (whether LeRobot kept our per-episode subtask column is reported, not required); and
+   reads LeRobot's own arm dataset: every value exactly, every video frame, and a clear error
+   when asked for hand-contract episodes.
 
 Exit code 0 when everything holds; a JSON report is written next to the datasets.
 """
@@ -59,11 +78,25 @@ def _metis_write(work: Path) -> None:
 def _lerobot_side(work: Path) -> None:  # runs under --lerobot-python
     import lerobot
     import torch
+    import torchvision
     from lerobot.datasets.aggregate import aggregate_datasets
     from lerobot.datasets.dataset_tools import delete_episodes
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    report: dict = {"lerobot": lerobot.__version__, "torch": torch.__version__, "checks": {}}
+    report: dict = {"lerobot": lerobot.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "checks": {}}  # fmt: skip
+    try:
+        import torchcodec
+
+        report["torchcodec"] = torchcodec.__version__
+    except Exception as err:
+        report["torchcodec"] = f"unusable: {type(err).__name__}: {str(err)[:120]}"
+    if not hasattr(torchvision.io, "VideoReader") or str(report["torchcodec"]).startswith("unusable"):  # fmt: skip
+        raise SystemExit(
+            f"this LeRobot environment cannot decode video (torchvision {torchvision.__version__} "
+            f"VideoReader: {hasattr(torchvision.io, 'VideoReader')}, torchcodec: {report['torchcodec']}); "
+            "install the versions LeRobot pins, e.g. pip install lerobot==0.4.4 torch==2.8.0 "
+            "torchvision==0.23.0 torchcodec==0.7.0"
+        )
     checks = report["checks"]
     for name in ("a", "b"):
         ref = np.load(work / f"reference_{name}.npz")
@@ -88,6 +121,13 @@ def _lerobot_side(work: Path) -> None:  # runs under --lerobot-python
         assert record["contract"] == {"name": "metis-hand", "version": 1}, record
         checks[f"{name}/metis_record_in_lerobot_meta"] = record["contract_id"]
         episodes = ds.meta.episodes
+        lengths = np.bincount(ref["episode_index"])
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        assert list(episodes["length"]) == lengths.tolist(), episodes["length"]
+        assert list(episodes["dataset_from_index"]) == starts.tolist()
+        assert list(episodes["dataset_to_index"]) == (starts + lengths).tolist()
+        assert [t[0] for t in episodes["tasks"]] == [str(ref["tasks"][s]) for s in starts]
+        checks[f"{name}/episode_boundaries"] = [[int(a), int(b)] for a, b in zip(starts, starts + lengths, strict=True)]  # fmt: skip
         assert len(episodes["subtasks"][0]) == 4, episodes["subtasks"][0]
         checks[f"{name}/subtasks_episode0"] = [s["text"] for s in episodes["subtasks"][0]]
         for key in ("observation.state", "action"):
@@ -106,7 +146,80 @@ def _lerobot_side(work: Path) -> None:  # runs under --lerobot-python
     source = LeRobotDataset("metis/a", root=work / "a")
     delete_episodes(source, episode_indices=[1], output_dir=work / "a_without_1", repo_id="metis/a_without_1")  # fmt: skip
     checks["delete_episodes/episodes"] = LeRobotDataset("metis/a_without_1", root=work / "a_without_1").num_episodes  # fmt: skip
+    checks["foreign_arm/vcodec"] = _lerobot_records_arm_dataset(work / "arm")
     (work / "lerobot_report.json").write_text(json.dumps(report, indent=2))
+
+
+ARM_EPISODES, ARM_FRAMES, ARM_DIM = 2, 12, 7
+
+
+def _arm_values() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Joint states, actions and camera frames of the arm dataset (grey level = global frame)."""
+    total = ARM_EPISODES * ARM_FRAMES
+    state = (np.arange(total * ARM_DIM, dtype=np.float32).reshape(total, ARM_DIM) / 11).astype(np.float32)  # fmt: skip
+    levels = 16 + 9 * np.arange(total)
+    frames = np.broadcast_to(levels[:, None, None, None], (total, 64, 96, 3)).astype(np.uint8)
+    return state, state + 1, frames
+
+
+def _lerobot_records_arm_dataset(root: Path) -> str:  # runs under --lerobot-python
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    features = {
+        "observation.state": {
+            "dtype": "float32",
+            "shape": (ARM_DIM,),
+            "names": [f"joint_{i}" for i in range(ARM_DIM)],
+        },
+        "action": {
+            "dtype": "float32",
+            "shape": (ARM_DIM,),
+            "names": [f"joint_{i}" for i in range(ARM_DIM)],
+        },
+        "observation.images.wrist": {
+            "dtype": "video",
+            "shape": (64, 96, 3),
+            "names": ["height", "width", "channels"],
+        },
+    }
+    dataset = LeRobotDataset.create("lab/arm", fps=30, features=features, root=root, robot_type="franka")  # fmt: skip
+    state, action, frames = _arm_values()
+    for episode in range(ARM_EPISODES):
+        for frame in range(episode * ARM_FRAMES, (episode + 1) * ARM_FRAMES):
+            dataset.add_frame({"observation.state": state[frame], "action": action[frame], "observation.images.wrist": frames[frame], "task": f"stack block {episode}"})  # fmt: skip
+        dataset.save_episode()
+    dataset.finalize()
+    return str(dataset.meta.info["features"]["observation.images.wrist"]["info"]["video.codec"])
+
+
+def _metis_reads_arm_dataset(root: Path) -> dict:
+    from metis_datasets import LeRobotDataset, UnsupportedDatasetError
+
+    ds = LeRobotDataset(root)
+    state, action, frames = _arm_values()
+    assert (ds.version, ds.source, len(ds.episodes), len(ds)) == ("v3.0", "franka", ARM_EPISODES, len(state)), (ds.version, ds.source, len(ds))  # fmt: skip
+    np.testing.assert_array_equal(ds.columns["observation.state"], state)
+    np.testing.assert_array_equal(ds.columns["action"], action)
+    assert [ds.instruction(e) for e in range(ARM_EPISODES)] == [f"stack block {e}" for e in range(ARM_EPISODES)]  # fmt: skip
+    worst = 0.0
+    for episode in range(ARM_EPISODES):
+        decoded = ds.frames(episode, np.arange(ARM_FRAMES), key="observation.images.wrist")
+        wanted = frames[episode * ARM_FRAMES : (episode + 1) * ARM_FRAMES]
+        worst = max(worst, float(np.abs(decoded.astype(int) - wanted).mean(axis=(1, 2, 3)).max()))
+    assert worst < 3.0, worst
+    try:
+        ds.episode(0)
+    except UnsupportedDatasetError as err:
+        message = str(err)
+    else:
+        raise AssertionError("a 7-D arm dataset must not pass as hand-contract episodes")
+    assert "[48]" in message, message
+    assert "[7]" in message, message
+    return {
+        "frames": len(ds),
+        "worst_mean_abs_pixel_diff": round(worst, 3),
+        "contract_error": message,
+    }
 
 
 def _metis_check_outputs(work: Path) -> dict:
@@ -147,6 +260,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lerobot-python", help="Python of an environment with LeRobot installed")
     parser.add_argument("--workdir", type=Path, default=None, help="Where to write (default: a temp dir)")  # fmt: skip
+    parser.add_argument("--ld-library-path", default=None, help="LD_LIBRARY_PATH for the LeRobot side (FFmpeg for torchcodec)")  # fmt: skip
     parser.add_argument("--lerobot-side", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.lerobot_side is not None:
@@ -158,9 +272,12 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     _metis_write(work)
     env = {"HF_HUB_OFFLINE": "1", "HF_LEROBOT_HOME": str(work / "hf_home"), "PATH": "/usr/bin:/bin"}
+    if args.ld_library_path:
+        env["LD_LIBRARY_PATH"] = args.ld_library_path
     subprocess.run([args.lerobot_python, __file__, "--lerobot-side", str(work)], check=True, env=env)  # fmt: skip
     report = json.loads((work / "lerobot_report.json").read_text())
     report["metis_reads_lerobot_outputs"] = _metis_check_outputs(work)
+    report["metis_reads_lerobot_arm_dataset"] = _metis_reads_arm_dataset(work / "arm")
     (work / "lerobot_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     print(f"OK: LeRobot {report['lerobot']} opened METIS datasets; METIS opened LeRobot's rewrites ({work})")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ from metis_datasets import (  # fmt: skip
     center_crop_resize,
     resample_episode,
 )
-from metis_datasets.cli import main
+from metis_datasets.cli import dataset_table, main
+from metis_datasets.lerobot_format import write_episodes
 from metis_datasets.synthetic import SyntheticConfig, SyntheticSource, make_dataset
+from metis_datasets.synthetic.source_synthetic import fingertips_in_camera, project
 
 
 @pytest.fixture(scope="module")
@@ -46,39 +49,69 @@ def _mixture(roots: dict[str, Path], **kwargs) -> MixtureDataset:
 def test_proportions_within_two_percent(roots: dict[str, Path]) -> None:
     mixture = _mixture(roots, seed=3, num_samples=10_000)
     counts = {"a": 0, "b": 0, "c": 0}
-    for sample in mixture:
+    for sample in mixture:  # real samples, built through the transforms
         counts[sample["source"]] += 1
     drawn = mixture.drawn_proportions()
     for name, target in zip("abc", (0.6, 0.3, 0.1), strict=True):
-        assert abs(counts[name] / 10_000 - target) <= 0.02 * target
-        assert drawn[name] == counts[name] / 10_000
+        assert abs(counts[name] / 10_000 - target) <= 0.02  # the done-when bound (±2 points)
+        assert abs(counts[name] / 10_000 - target) <= 0.005  # what the block design gives
+        assert drawn[name] == counts[name] / 10_000  # the report is what was drawn
     assert mixture.proportions(10_000) == drawn
+    # any window, not only the first 10k, holds the proportions
+    for name, share in mixture.proportions(10_000, start=123_457).items():
+        assert abs(share - dict(zip("abc", (0.6, 0.3, 0.1), strict=True))[name]) <= 0.005
+
+
+def _stream(mixture: MixtureDataset, samples) -> list[tuple[str, int]]:
+    return [(mixture.names[s], f) for s, f in map(mixture.locate, samples)]
 
 
 def test_same_seed_same_stream_and_resume(roots: dict[str, Path]) -> None:
-    first = [(s["source"], s["dataset_frame"]) for s in _mixture(roots, seed=5, num_samples=300)]
-    again = [(s["source"], s["dataset_frame"]) for s in _mixture(roots, seed=5, num_samples=300)]
-    other = [(s["source"], s["dataset_frame"]) for s in _mixture(roots, seed=6, num_samples=300)]
-    assert first == again
-    assert first != other
+    first = _stream(_mixture(roots, seed=5), range(10_000))
+    assert first == _stream(_mixture(roots, seed=5), range(10_000))  # identical for the same seed
+    other = _stream(_mixture(roots, seed=6), range(10_000))
+    assert sum(x != y for x, y in zip(first, other, strict=True)) > 5_000
+    # the iterator yields exactly this stream, and resuming at a counter yields its tail
+    iterated = [(s["source"], s["dataset_frame"]) for s in _mixture(roots, seed=5, num_samples=300)]  # fmt: skip
+    assert iterated == first[:300]
     resumed = [(s["source"], s["dataset_frame"]) for s in _mixture(roots, seed=5, num_samples=300, start_sample=123)]  # fmt: skip
-    assert resumed == first[123:]
+    assert resumed == first[123:300]
 
 
 def test_ranks_and_workers_disjoint(roots: dict[str, Path]) -> None:
-    # 240 samples = one epoch of the 3 x 80-frame datasets at most: no sample may repeat
-    seen: dict[tuple[str, int], int] = {}
-    total = 0
-    for rank in range(2):
-        mixture = _mixture(roots, seed=1, num_samples=96, rank=rank, world_size=2)
-        for worker in range(2):
-            for g in mixture.sample_numbers(worker=worker, num_workers=2):
-                source, frame = mixture.locate(g)
-                key = (mixture.names[source], frame)
-                assert key not in seen, f"{key} drawn by rank/worker {seen[key]} and {(rank, worker)}"  # fmt: skip
-                seen[key] = (rank, worker)
-                total += 1
-    assert total == 96
+    total, world, workers = 10_000, 2, 2
+    reference = _mixture(roots, seed=1)
+    whole = _stream(reference, range(total))
+    # the k-th draw of a source is frame perm_epoch[k mod N]: (source, epoch, frame) is one sample
+    draws: dict[str, int] = {}
+    identity = []
+    for name, frame in whole:
+        size = len(reference.datasets[reference.names.index(name)])
+        identity.append((name, draws.get(name, 0) // size, frame))
+        draws[name] = draws.get(name, 0) + 1
+    assert len(set(identity)) == total  # every epoch of every source is a permutation
+    owner: dict[tuple, tuple[int, int]] = {}
+    for rank in range(world):
+        mixture = _mixture(roots, seed=1, num_samples=total, rank=rank, world_size=world)
+        assert len(mixture) == total // world
+        # a rank's samples do not depend on how many dataloader workers split them
+        for count in (1, 2, 3):
+            split = [g for w in range(count) for g in mixture.sample_numbers(worker=w, num_workers=count)]  # fmt: skip
+            assert sorted(split) == list(range(rank, total, world))
+        for worker in range(workers):
+            numbers = list(mixture.sample_numbers(worker=worker, num_workers=workers))
+            assert _stream(mixture, numbers) == [whole[g] for g in numbers]
+            for g in numbers:
+                assert identity[g] not in owner, f"{identity[g]} drawn by {owner[identity[g]]} and {(rank, worker)}"  # fmt: skip
+                owner[identity[g]] = (rank, worker)
+    assert len(owner) == total  # together the ranks and workers draw the whole stream once
+    # resuming every rank at a counter continues the same partition
+    for rank in range(world):
+        resumed = _mixture(roots, seed=1, num_samples=total, start_sample=6_001, rank=rank, world_size=world)  # fmt: skip
+        numbers = list(resumed.sample_numbers())
+        assert numbers[0] in (6_001, 6_002)
+        assert all(g % world == rank for g in numbers)
+        assert len(resumed) == len(numbers)
 
 
 def test_dataloader_workers_cover_stream(roots: dict[str, Path]) -> None:
@@ -90,6 +123,9 @@ def test_dataloader_workers_cover_stream(roots: dict[str, Path]) -> None:
     batches = list(loader)
     indices = sorted(int(i) for batch in batches for i in batch["sample_index"])
     assert indices == list(range(64))
+    # the main process reports what the workers drew, from the sample counter
+    sources = [name for batch in batches for name in batch["source"]]
+    assert mixture.proportions(64) == {n: sources.count(n) / 64 for n in mixture.names}
     batch = batches[0]
     assert batch["action"].shape == (8, 32, 48)
     assert batch["observation.state"].shape == (8, 1, 48)
@@ -192,3 +228,42 @@ def test_cli_stats_and_show(roots: dict[str, Path], tmp_path: Path) -> None:
     result = runner.invoke(main, ["show", str(roots["a"]), "--episode", "0", "-o", str(out)])
     assert result.exit_code != 0
     assert "no 'observation.images.ego'" in result.output
+
+
+def test_projected_fingertips_land_on_drawn_hands(roots: dict[str, Path]) -> None:
+    """What ``show`` draws: the stored intrinsics put every fingertip on the hand in the video."""
+    dataset = LeRobotDataset(roots["img"])
+    skin_tips = np.array([[225.0, 180.0, 150.0], [210.0, 165.0, 135.0]]) * 0.8  # left, right tips
+    checked = 0
+    for episode in range(len(dataset.episodes)):
+        ep = dataset.episode(episode)
+        points = fingertips_in_camera(ep.state)
+        for side, hand in (("left", 0), ("right", 1)):
+            for t in np.flatnonzero(ep.hand_mask[:, hand]):
+                uv = np.round(project(points[side][t, 1:], dataset.camera_intrinsics)).astype(int)
+                for u, v in uv:
+                    if 0 <= v < ep.images["ego"].shape[1] and 0 <= u < ep.images["ego"].shape[2]:
+                        colour = ep.images["ego"][t, v, u].astype(float)
+                        assert np.abs(colour - skin_tips).max(axis=1).min() < 30, (episode, side, t, colour)  # fmt: skip
+                        checked += 1
+    assert checked > 300
+
+
+def test_table_counts_human_and_robot_frames(tmp_path: Path) -> None:
+    source = SyntheticSource(SyntheticConfig(episodes=3, frames=20, seed=4, render=False))
+    episodes = [dataclasses.replace(e, source="ph2d") for e in source.iter_episodes()]
+    episodes[1] = dataclasses.replace(episodes[1], embodiment="inspire")  # a PH2D-like mix
+    episodes[2] = dataclasses.replace(episodes[2], state=episodes[2].state[:10], action=episodes[2].action[:10], hand_mask=episodes[2].hand_mask[:10], subtasks=[])  # fmt: skip
+    root = write_episodes(tmp_path / "mixed", episodes, fps=30, source="ph2d", embodiment="human_mano", progress=False)  # fmt: skip
+    (row,) = dataset_table([root])
+    assert (row["trajectories"], row["frames"]) == (3, 50)
+    assert row["human_pct"] == pytest.approx(100 * 30 / 50)
+    assert row["robot_pct"] == pytest.approx(100 * 20 / 50)
+    assert row["in_the_wild"]
+    assert row["pose"]
+    assert row["subtask"]
+    result = CliRunner().invoke(main, ["stats", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "ph2d" in result.output
+    assert "60.0" in result.output
+    assert "40.0" in result.output

@@ -201,3 +201,26 @@ def test_training_resume_is_exact(tmp_path) -> None:
     assert len(record["codebook"]) == 2
     assert 0.0 < record["codebook"][0]["live_fraction"] <= 1.0
     assert record["codebook"][0]["perplexity"] >= 1.0
+
+
+def test_part_weights_weigh_the_loss_per_part() -> None:
+    from metis_tokenizers.motion_rvq.modeling_motion_rvq import MotionRVQOutput
+    from metis_tokenizers.training import reconstruction_loss
+
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randn(3, 2, 16, 24, generator=generator)
+    reconstruction = target + torch.randn(3, 2, 16, 24, generator=generator)
+    present = torch.tensor([[True, True], [True, False], [False, True]])
+    output = MotionRVQOutput(reconstruction, target, torch.zeros(3, 2, 10, 2, dtype=torch.long), torch.tensor(0.0), present)  # fmt: skip
+    squared = (reconstruction - target)[:, :, 1:] ** 2  # frame 0 is the start state, not coded
+    used = squared[present]  # (4 present hands, 15, 24)
+    assert reconstruction_loss(output).item() == pytest.approx(used.mean().item(), rel=1e-6)
+    # only the wrist position counts: the weighted mean is the position MSE (weights renormalised
+    # over the 24 values, so the scale of the loss is that of the mean over what is weighted)
+    only_position = reconstruction_loss(output, (1.0, 0.0, 0.0)).item()
+    assert only_position == pytest.approx(used[..., :3].mean().item(), rel=1e-6)
+    tips_double = reconstruction_loss(output, (1.0, 1.0, 2.0)).item()
+    expected = (used[..., :9].sum() + 2 * used[..., 9:].sum()) / (used[..., 0].numel() * 39)
+    assert tips_double == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="part_weights"):
+        TrainConfig(part_weights=(1.0, -1.0, 1.0))

@@ -12,11 +12,28 @@ from metis_datasets.lerobot_format import EGO_KEY, LeRobotDataset
 __all__ = ["dataset_table", "main", "show_episode"]
 
 _IN_THE_WILD = {"egodex", "holoassist", "ph2d", "actionnet", "metis_glove"}
-_ROBOT_EMBODIMENTS = {"inspire", "sharpawave"}
+
+
+def _is_human(embodiment: str) -> bool:
+    """Whether an embodiment name is a human hand (through the registry's ``is_human``).
+
+    Raises:
+        ValueError: For an embodiment the registry does not know (the table would be wrong).
+    """
+    from metis_core.registry import EMBODIMENTS
+
+    if embodiment.startswith("human"):
+        return True
+    if embodiment not in EMBODIMENTS:
+        raise ValueError(f"unknown embodiment {embodiment!r}: expected one of {EMBODIMENTS.names()} to tell human from robot frames")  # fmt: skip
+    return bool(EMBODIMENTS.get(embodiment).is_human)
 
 
 def dataset_table(roots: list[str | Path]) -> list[dict]:
     """One Table-1-style row per dataset.
+
+    Human and robot percentages count frames by each episode's embodiment (a source such as PH2D
+    mixes both); datasets without an embodiment (foreign LeRobot data) count as robot data.
 
     Returns:
         Dicts with ``dataset, trajectories, frames, pose, subtask, human_pct, robot_pct,
@@ -25,19 +42,25 @@ def dataset_table(roots: list[str | Path]) -> list[dict]:
     rows = []
     for root in roots:
         dataset = LeRobotDataset(root, load_stats=False)
-        robot = dataset.embodiment in _ROBOT_EMBODIMENTS
+        human_frames = sum(ep["length"] for ep in dataset.episodes if ep["embodiment"] and _is_human(ep["embodiment"]))  # fmt: skip
+        human_pct = 100.0 * human_frames / max(dataset.num_frames, 1)
         rows.append(
             {
                 "dataset": dataset.source,
+                "path": str(root),
                 "trajectories": len(dataset.episodes),
                 "frames": dataset.num_frames,
                 "pose": dataset.is_contract,
                 "subtask": any(ep["subtasks"] for ep in dataset.episodes),
-                "human_pct": 0.0 if robot else 100.0,
-                "robot_pct": 100.0 if robot else 0.0,
+                "human_pct": human_pct,
+                "robot_pct": 100.0 - human_pct if dataset.num_frames else 0.0,
                 "in_the_wild": dataset.source in _IN_THE_WILD,
             }
         )
+    names = [row["dataset"] for row in rows]
+    for row in rows:
+        if names.count(row["dataset"]) > 1:
+            row["dataset"] = f"{row['dataset']} ({Path(row['path']).name})"
     return rows
 
 
@@ -104,21 +127,24 @@ def main() -> None:
 @click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 def stats(datasets: tuple[str, ...]) -> None:
     """Print a Table-1-style summary of DATASETS."""
-    rows = dataset_table(list(datasets))
-    header = f"{'Dataset':<20}{'#Traj':>8}{'#Frames':>10}{'Pose':>6}{'Subtask':>9}{'Human%':>8}{'Robot%':>8}{'Wild':>6}"  # fmt: skip
+    try:
+        rows = dataset_table(list(datasets))
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    header = f"{'Dataset':<24}{'#Traj':>8}{'#Frames':>10}{'Pose':>6}{'Subtask':>9}{'Human%':>8}{'Robot%':>8}{'Wild':>6}"  # fmt: skip
     click.echo(header)
     click.echo("-" * len(header))
     mark = {True: "yes", False: "no"}
     for row in rows:
         click.echo(
-            f"{row['dataset']:<20}{_count(row['trajectories']):>8}{_count(row['frames']):>10}"
+            f"{row['dataset']:<24}{_count(row['trajectories']):>8}{_count(row['frames']):>10}"
             f"{mark[row['pose']]:>6}{mark[row['subtask']]:>9}{row['human_pct']:>8.1f}"
             f"{row['robot_pct']:>8.1f}{mark[row['in_the_wild']]:>6}"
         )
     total_traj = sum(r["trajectories"] for r in rows)
     total_frames = sum(r["frames"] for r in rows)
     click.echo("-" * len(header))
-    click.echo(f"{'Total':<20}{_count(total_traj):>8}{_count(total_frames):>10}")
+    click.echo(f"{'Total':<24}{_count(total_traj):>8}{_count(total_frames):>10}")
 
 
 @main.command()

@@ -1,7 +1,8 @@
 """Convert any registered dataset source into a METIS LeRobot v3 dataset, resumably.
 
 The source is found by registry name (``metis.datasets`` entry points). Its layout is checked
-first, then its episodes are converted and written with :class:`~metis_datasets.LeRobotWriter`.
+first, then its episodes are converted and written with
+:class:`~metis_datasets.lerobot_format.LeRobotWriter`.
 
 * Sources built on ``IndexedDatasetSource`` (``metis_datasets.sources._common``) list their
   episodes by id and load them in ``workers`` processes (results are written in list order);

@@ -152,6 +152,8 @@ class LeRobotWriter:
         self._video_info: dict | None = None
         if (self.root / "meta" / "info.json").exists():
             self._reopen()
+        else:
+            self._remove_uncommitted()  # a run killed before its first commit left only strays
 
     # -- resume -----------------------------------------------------------------------------
 
@@ -188,10 +190,12 @@ class LeRobotWriter:
         that exactly ``total_episodes`` committed episodes are recorded.
         """
         highest, committed = -1, 0
+        data_rows: dict[Path, int] = {}
+        videos: set[Path] = set()
         for path in sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
             table = _read_parquet(path)
             prefixes = ["data", "meta/episodes"] + [c[: -len("/chunk_index")] for c in table.column_names if c.startswith("videos/") and c.endswith("/chunk_index")]  # fmt: skip
-            columns = ["episode_index"] + [f"{p}/{n}" for p in prefixes for n in ("chunk_index", "file_index")]  # fmt: skip
+            columns = ["episode_index", "length"] + [f"{p}/{n}" for p in prefixes for n in ("chunk_index", "file_index")]  # fmt: skip
             lacking = [c for c in columns if c not in table.column_names]
             if lacking:
                 raise UnsupportedDatasetError(f"{path}: lacks episodes columns {lacking}; refusing to append")  # fmt: skip
@@ -202,12 +206,43 @@ class LeRobotWriter:
                 for prefix in prefixes:
                     number = row[f"{prefix}/chunk_index"] * CHUNKS_SIZE + row[f"{prefix}/file_index"]  # fmt: skip
                     highest = max(highest, number)
+                    location = {"chunk_index": row[f"{prefix}/chunk_index"], "file_index": row[f"{prefix}/file_index"]}  # fmt: skip
+                    if prefix == "data":
+                        data_file = self.root / DATA_PATH.format(**location)
+                        data_rows[data_file] = data_rows.get(data_file, 0) + int(row["length"])
+                    elif prefix.startswith("videos/"):
+                        videos.add(self.root / VIDEO_PATH.format(video_key=prefix[len("videos/") :], **location))  # fmt: skip
         if committed != self._episodes:
             raise CorruptFileError(f"{self.root}: info.json commits {self._episodes} episodes but the episodes files record {committed}; refusing to append (nothing was changed)")  # fmt: skip
+        self._check_committed_files(data_rows, videos)
         return highest + 1
+
+    def _check_committed_files(self, data_rows: Mapping[Path, int], videos: Iterable[Path]) -> None:
+        """Refuse to append to a dataset whose committed data or video files are damaged.
+
+        Reads each data file's parquet footer (cheap) and opens each video container, so that a
+        truncated or foreign file is reported before anything is written or deleted.
+        """
+        for path, expected in data_rows.items():
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing but committed episodes refer to it; refusing to append (nothing was changed)")  # fmt: skip
+            try:
+                found = pq.read_metadata(path).num_rows
+            except (pa.ArrowInvalid, OSError) as err:
+                raise CorruptFileError(f"{path}: expected a parquet file of {expected} frames, found an unreadable file ({err}); refusing to append (nothing was changed)") from err  # fmt: skip
+            if found != expected:
+                raise CorruptFileError(f"{path}: expected {expected} frames (from the episodes metadata), found {found}; refusing to append (nothing was changed)")  # fmt: skip
+        for path in sorted(videos):
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing but committed episodes refer to it; refusing to append (nothing was changed)")  # fmt: skip
+            VideoReader(path).close()  # raises CorruptFileError for a truncated or foreign file
 
     def _remove_uncommitted(self) -> None:
         """Delete files numbered at or beyond the committed file count and stray temporaries."""
+        meta = self.root / "meta"
+        if meta.is_dir():  # info.json, tasks.parquet or stats.json a killed run did not rename
+            for path in meta.glob(".*.tmp"):
+                path.unlink()
         for folder in ("data", "meta/episodes", "videos"):
             base = self.root / folder
             if not base.exists():
@@ -235,7 +270,8 @@ class LeRobotWriter:
 
         Raises:
             ContractError: If the episode breaks the contract.
-            ValueError: If its fps, source, or image shape differ from the dataset's.
+            ValueError: If its fps, source, or image shape differ from the dataset's, or it has
+                ego frames and the dataset was created without ``image_shape``.
         """
         episode.validate()
         if episode.source and episode.source != self.source:
@@ -246,6 +282,9 @@ class LeRobotWriter:
             frames = episode.images.get("ego")
             if frames is None or tuple(frames.shape[1:3]) != self.image_shape:
                 raise ValueError(f"episode images['ego']: expected (T, {self.image_shape[0]}, {self.image_shape[1]}, 3), got {None if frames is None else frames.shape}")  # fmt: skip
+        elif episode.images.get("ego") is not None:
+            # never drop frames silently: a tabular-only dataset must be asked for
+            raise ValueError(f"episode has ego frames of shape {tuple(episode.images['ego'].shape)} but the dataset at {self.root} was created without image_shape; pass image_shape=(H, W) to store them as video, or remove episode.images['ego'] for a tabular-only dataset")  # fmt: skip
         self._pending.append(episode)
         if len(self._pending) >= self.episodes_per_file:
             self.flush()
@@ -466,7 +505,7 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
     try:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, OSError) as err:
-        raise CorruptFileError(f"{path}: not a readable parquet file ({err}); it is truncated or corrupt") from err  # fmt: skip
+        raise CorruptFileError(f"{path}: expected a parquet file, found an unreadable one ({err}); it is truncated or corrupt") from err  # fmt: skip
     except KeyError as err:
         raise UnsupportedDatasetError(f"{path}: lacks column {err}") from err
 
@@ -764,6 +803,17 @@ class LeRobotDataset:
         if reader is None:
             reader = self._videos[(key, str(path))] = VideoReader(path)
         return reader
+
+    def video_decode_stats(self) -> dict[str, int]:
+        """Frames decoded, seeks and cache hits of this process's video readers, summed.
+
+        Benchmarks use it to show that every sample really decodes its frame.
+        """
+        totals = {"decoded": 0, "seeks": 0, "cache_hits": 0}
+        for reader in self._videos.values():
+            for key in totals:
+                totals[key] += reader.stats[key]
+        return totals
 
     def episode(self, index: int, *, with_images: bool = True) -> Episode:
         """Rebuild one episode in the contract.

@@ -4,10 +4,11 @@ The mixture defines one global stream of samples ``g = 0, 1, 2, ...``. Sample ``
 source drawn for it (blocks of 4096 holding each source's weighted share, shuffled by a generator
 seeded by ``(seed, block)``), and is the
 ``k``-th draw from that source, which maps to frame ``perm_epoch[k mod N]`` of a per-source
-permutation reshuffled every epoch (``epoch = k // N``). Rank ``r`` of ``R`` with worker ``w`` of
-``W`` takes ``g ≡ r·W + w (mod R·W)``. Hence: the same seed gives the same stream; resuming at a
-sample counter reproduces the rest of it exactly; and no two ranks or workers share a sample
-within a source epoch.
+permutation reshuffled every epoch (``epoch = k // N``). Rank ``r`` of ``R`` takes the samples
+``g ≡ r (mod R)``, and its worker ``w`` of ``W`` every ``W``-th of those from the ``w``-th on (so a
+rank's samples do not depend on its number of workers). Hence: the same seed gives the same
+stream; resuming at a sample counter reproduces the rest of it exactly; and no two ranks or
+workers share a sample within a source epoch.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class MixtureDataset(IterableDataset):
         self.drawn = np.zeros(len(names), dtype=np.int64)
         self._block_counts: list[np.ndarray] = []  # cumulative per-source counts before block b
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._block_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _normalizers(self, dataset: LeRobotDataset) -> dict[str, Normalizer]:
         stats = dataset.stats or {k: norm_stats_from_json(v) for k, v in dataset.compute_stats().items()}  # fmt: skip
@@ -135,6 +137,24 @@ class MixtureDataset(IterableDataset):
     # -- the global stream ------------------------------------------------------------------
 
     def _block(self, block: int) -> np.ndarray:
+        return self._block_data(block)[0]
+
+    def _block_data(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(source of each position (4096,), how many earlier positions drew that source)``."""
+        cached = self._block_cache.get(block)
+        if cached is not None:
+            return cached
+        if len(self._block_cache) >= 4:
+            self._block_cache.pop(next(iter(self._block_cache)))
+        choices = self._make_block(block)
+        ranks = np.empty_like(choices)
+        for source in range(len(self.names)):
+            here = choices == source
+            ranks[here] = np.arange(int(here.sum()))
+        self._block_cache[block] = (choices, ranks)
+        return choices, ranks
+
+    def _make_block(self, block: int) -> np.ndarray:
         # Note: each block holds the weights' exact share of every source (largest remainder,
         # ties broken at random), shuffled; i.i.d. draws would miss small weights by several
         # per cent over 10k samples, this keeps any window within ~1/4096 of the target.
@@ -169,9 +189,9 @@ class MixtureDataset(IterableDataset):
     def locate(self, sample: int) -> tuple[int, int]:
         """``(source position, global frame in that dataset)`` of global sample ``sample``."""
         block, offset = divmod(int(sample), _BLOCK)
-        choices = self._block(block)
+        choices, ranks = self._block_data(block)
         source = int(choices[offset])
-        draw = int(self._counts_before(block)[source] + np.count_nonzero(choices[:offset] == source))  # fmt: skip
+        draw = int(self._counts_before(block)[source] + ranks[offset])
         size = len(self.datasets[source])
         epoch, position = divmod(draw, size)
         key = (source, epoch)
@@ -189,10 +209,17 @@ class MixtureDataset(IterableDataset):
         return self.sample_numbers(worker=worker, num_workers=workers)
 
     def sample_numbers(self, *, worker: int = 0, num_workers: int = 1) -> Iterator[int]:
-        """Global sample numbers this rank (and the given worker) yields, in order."""
+        """Global sample numbers this rank (and the given worker) yields, in order.
+
+        Rank ``r`` owns the samples ``g >= start_sample`` with ``g % world_size == r`` whatever
+        the number of workers; worker ``w`` takes every ``num_workers``-th of them from the
+        ``w``-th on. So the ranks' sets do not depend on how many workers each one runs.
+        """
+        if not 0 <= worker < num_workers:
+            raise ValueError(f"worker must be in [0, num_workers), got worker={worker}, num_workers={num_workers}")  # fmt: skip
+        first = self.start_sample + ((self.rank - self.start_sample) % self.world_size)
+        g = first + worker * self.world_size
         stride = self.world_size * num_workers
-        offset = self.rank * num_workers + worker
-        g = self.start_sample + ((offset - self.start_sample) % stride)
         while self.num_samples is None or g < self.num_samples:
             yield g
             g += stride
@@ -212,12 +239,18 @@ class MixtureDataset(IterableDataset):
             yield sample
 
     def __len__(self) -> int:
+        """Samples this rank yields (all its dataloader workers together)."""
         if self.num_samples is None:
             raise TypeError("an endless MixtureDataset has no length")
-        return len(range(self.start_sample + self.rank, self.num_samples, self.world_size))
+        first = self.start_sample + ((self.rank - self.start_sample) % self.world_size)
+        return len(range(first, self.num_samples, self.world_size))
 
     def drawn_proportions(self) -> dict[str, float]:
-        """Fractions of samples this iterator actually drew per source (in this process)."""
+        """Fractions of samples the last iteration actually drew per source, in this process.
+
+        With dataloader workers the iteration runs in the workers; use :meth:`proportions` over
+        the consumed sample range (or count ``batch["source"]``) in the main process instead.
+        """
         total = max(int(self.drawn.sum()), 1)
         return {n: float(c) / total for n, c in zip(self.names, self.drawn, strict=True)}
 

@@ -27,6 +27,13 @@ __all__ = [
 ]
 
 
+#: Hand (0 left, 1 right) of each of the 48 contract values: ``mask[..., _VALUE_HAND]`` is
+#: :func:`~metis_core.contract.hand_value_mask` as one gather.
+_VALUE_HAND = torch.from_numpy(
+    np.where(hand_value_mask(np.array([True, False])).numpy(), 0, 1).astype(np.int64)
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SampleSpec:
     """What one training sample holds.
@@ -71,7 +78,8 @@ def window_indices(start: int, count: int, episode_length: int) -> tuple[np.ndar
     """
     raw = np.arange(start, start + count)
     valid = (raw >= 0) & (raw < episode_length)
-    return np.clip(raw, 0, episode_length - 1), valid
+    # Note: minimum/maximum instead of np.clip, whose Python wrapper costs more than the work here
+    return np.minimum(np.maximum(raw, 0), episode_length - 1), valid
 
 
 def center_crop_resize(frames: torch.Tensor, size: int = 224, *, dtype: str = "float32") -> torch.Tensor:  # fmt: skip
@@ -216,8 +224,8 @@ def build_sample(
         state = normalizers[STATE_KEY].normalize(state)
         action = normalizers[ACTION_KEY].normalize(action)
         # missing hands stay exactly zero after normalisation
-        state = state * hand_value_mask(torch.from_numpy(mask_all[start + hist_idx]))
-        action = action * hand_value_mask(chunk_mask)
+        state = state * torch.from_numpy(mask_all[start + hist_idx][:, _VALUE_HAND])
+        action = action * chunk_mask[:, _VALUE_HAND]
     subtask = ""
     for segment in dataset.episodes[episode]["subtasks"]:
         if segment.start <= local < segment.end:

@@ -57,6 +57,8 @@ class TrainConfig:
         schedule_by_time: Drive the learning-rate schedule by the larger of step progress and
             elapsed fraction of ``max_minutes``, so that a time-limited run still anneals
             (benchmarks). Resuming such a run is not bit-exact.
+        part_weights: Loss weights of the wrist position, wrist rotation and fingertip values
+            (applied to the normalised squared errors).
     """
 
     steps: int = 2000
@@ -71,8 +73,14 @@ class TrainConfig:
     max_minutes: float | None = None
     threads: int | None = None
     schedule_by_time: bool = False
+    part_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
+        if len(self.part_weights) != 3 or any(w < 0 for w in self.part_weights):
+            raise ValueError(
+                "part_weights: expected 3 non-negative weights (wrist position, wrist rotation, "
+                f"fingertips), got {self.part_weights}"
+            )
         for name in ("steps", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -147,9 +155,21 @@ def _learning_rate(config: TrainConfig, step: int, elapsed_fraction: float = 0.0
     return config.learning_rate * (0.05 + 0.95 * cosine)
 
 
-def reconstruction_loss(output: Any) -> torch.Tensor:
-    """Masked MSE over present hands and frames ``1 .. T-1`` of normalised relative features."""
+def reconstruction_loss(
+    output: Any, part_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+) -> torch.Tensor:
+    """Masked MSE over present hands and frames ``1 .. T-1`` of normalised relative features.
+
+    Args:
+        output: A :class:`~metis_tokenizers.motion_rvq.modeling_motion_rvq.MotionRVQOutput`.
+        part_weights: Weights of the wrist position (3), wrist rotation (6) and fingertip (15)
+            values of each hand; the loss is the weighted mean over the 24 values.
+    """
     error = (output.reconstruction[:, :, 1:] - output.target[:, :, 1:]) ** 2
+    per_value = error.new_tensor(
+        [part_weights[0]] * 3 + [part_weights[1]] * 6 + [part_weights[2]] * 15
+    )
+    error = error * (per_value / per_value.mean())
     weight = output.present[:, :, None, None].to(error.dtype)
     return (error * weight).sum() / (weight.sum() * error.shape[2] * error.shape[3]).clamp_min(1)
 
@@ -296,7 +316,7 @@ def train_motion_rvq(
             if bool(codebook.initted) and threshold > 0:
                 replacements += int((codebook.cluster_size < threshold).sum())
             output = model(actions[index], hand_mask[index])
-            loss = reconstruction_loss(output)
+            loss = reconstruction_loss(output, train_config.part_weights)
             optimizer.zero_grad(set_to_none=True)
             (loss + output.commit_loss).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)

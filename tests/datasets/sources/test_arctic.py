@@ -86,3 +86,15 @@ def test_pickled_npy_reader_refuses_code(tmp_path) -> None:
     np.save(tmp_path / "evil.npy", np.array(Evil(), dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="refusing to unpickle builtins.print"):
         load_pickled_npy(tmp_path / "evil.npy")
+
+
+def test_resamples_to_target_rate(tmp_path) -> None:
+    truths = write_arctic_splits(tmp_path, frames=11, invalid_left=())
+    source = ArcticSource(ArcticConfig(splits="p2_val", target_fps=15.0, with_images=False))
+    episode = source.load_episode(tmp_path, "s01/box_use_01")
+    assert (episode.fps, episode.length) == (15.0, 6)
+    # new frame k is source frame 2k
+    for side in ("left", "right"):
+        error_mm, error_deg = check_hand(episode.state, episode.hand_mask, truths["s01/box_use_01"][side], side, frames=np.arange(0, 11, 2))  # fmt: skip
+        assert error_mm < 1.0
+        assert error_deg < 0.5

@@ -47,3 +47,16 @@ def test_wrong_layout(tmp_path) -> None:
     (tmp_path / "R007-7July-DSLR/Export_py/Video/Intrinsics.txt").unlink()
     with pytest.raises(FileNotFoundError, match="Intrinsics.txt"):
         HoloAssistSource().check_layout(tmp_path)
+
+
+def test_resamples_to_target_rate(tmp_path) -> None:
+    truth = write_holoassist(tmp_path, frames=13, untracked_right=())
+    source = HoloAssistSource(HoloAssistConfig(target_fps=15.0, with_images=False))
+    episode = source.load_episode(tmp_path, "R007-7July-DSLR")
+    assert (episode.fps, episode.length) == (15.0, 7)
+    for side in ("left", "right"):
+        error_mm, error_deg = check_hand(episode.state, episode.hand_mask, truth[side], side, frames=np.arange(0, 13, 2))  # fmt: skip
+        assert error_mm < 1.0
+        assert error_deg < 0.5
+    # fine-grained actions keep their times: [0, 0.2) s and [0.2, 0.4) s at 15 Hz
+    assert [(s.start, s.end) for s in episode.subtasks] == [(0, 3), (3, 6)]

@@ -60,3 +60,13 @@ def test_wrong_layout(tmp_path) -> None:
     (tmp_path / "image/anno/seq_all.json").write_text('[["no-slash", 0, 1, 0]]')
     with pytest.raises(ValueError, match="entry 0: expected"):
         OakInkSource(OakInkConfig(camera=1)).check_layout(tmp_path)
+
+
+def test_resamples_to_target_rate(tmp_path) -> None:
+    truth = write_oakink(tmp_path, frames=tuple(range(9)))
+    episode = OakInkSource(OakInkConfig(target_fps=15.0, with_images=False)).load_episode(tmp_path, f"{SEQ}/0")  # fmt: skip
+    assert (episode.fps, episode.length) == (15.0, 5)
+    assert episode.hand_mask[:, 1].all()
+    error_mm, error_deg = check_hand(episode.state, episode.hand_mask, truth, "right", frames=np.arange(0, 9, 2))  # fmt: skip
+    assert error_mm < 1.0
+    assert error_deg < 0.5

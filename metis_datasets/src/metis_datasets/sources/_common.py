@@ -51,6 +51,7 @@ __all__ = [
     "fit_image",
     "fit_intrinsics",
     "hands_to_contract",
+    "load_ego_images",
     "load_frames",
     "load_image",
     "load_pickle",
@@ -379,6 +380,18 @@ class IndexedDatasetSource(DatasetSource, abc.ABC):
     #: Embodiment of the converted episodes.
     embodiment: ClassVar[str] = "human_mano"
 
+    def __init__(self, config: SourceConfig | None = None) -> None:
+        """Keep ``config`` (default: the ``config_class`` defaults).
+
+        Raises:
+            ValueError: If ``config`` is not an instance of the source's ``config_class``.
+        """
+        if config is None:
+            config = self.config_class()
+        if not isinstance(config, self.config_class):
+            raise ValueError(f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}")  # fmt: skip
+        self.config = config
+
     @abc.abstractmethod
     def list_episodes(self, raw_dir: Path) -> list[str]:
         """Ids of the episodes under ``raw_dir``, in a stable order."""
@@ -605,3 +618,22 @@ def load_frames(paths: Sequence[Path], height: int, width: int) -> tuple[np.ndar
             raise ValueError(f"{path}: {image.shape[1]}x{image.shape[0]} image, the episode's first frame is {size[1]}x{size[0]}")  # fmt: skip
         frames[number] = fit_image(image, height, width)
     return frames, size or (height, width)
+
+
+def load_ego_images(paths: Sequence[Path], config: SourceConfig, intrinsics: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:  # fmt: skip
+    """Read an episode's ego frames at the configured size, with the matching pinhole ``K``.
+
+    Args:
+        paths: One image file per source frame.
+        config: Gives ``image_height`` and ``image_width``.
+        intrinsics: ``(3, 3)`` K of the source images.
+
+    Returns:
+        ``({"ego": (T, height, width, 3) uint8}, (3, 3) K of the stored frames)``.
+
+    Raises:
+        SkipEpisode: If a frame is missing.
+        ValueError: If a frame cannot be decoded or the frames differ in size.
+    """
+    frames, source_hw = load_frames(paths, config.image_height, config.image_width)
+    return {"ego": frames}, fit_intrinsics(intrinsics, source_hw, config.image_height, config.image_width)  # fmt: skip

@@ -15,8 +15,8 @@ What is read (``RAW_DIR`` = the untarred dataset; ``FFTAI/fourier-lerobot`` ``DA
 
 Conversion: wrist poses are the arm end links (``{side}_end_effector_link``) of ``pose``, taken
 in the robot base frame, composed with the ``fourier`` embodiment's
-:meth:`~metis_embodiments.fourier.FourierHand.wrist_in_end_link` (21 mm flange offset and the
-contract calibration). Fingertips are ``fourier`` forward kinematics of ``hand`` (found by
+:meth:`~metis_embodiments.fourier.embodiment_fourier.FourierHand.wrist_in_end_link`
+(21 mm flange offset and the contract calibration). Fingertips are ``fourier`` forward kinematics of ``hand`` (found by
 registry name; its joint order is ActionNet's). The ego camera is the head camera ("top"),
 placed in the base frame as in Fourier's viewer (``scripts/fourier_viz.py``): 0.11252 m
 forward, 0.55029 m up, pitched down 44.5°, forward-left-up axes, turned to OpenCV axes. State
@@ -137,7 +137,7 @@ class ActionNetSource(IndexedDatasetSource):
     embodiment = "fourier"
 
     def __init__(self, config: ActionNetConfig | None = None) -> None:
-        self.config = config or ActionNetConfig()
+        super().__init__(config)
         self._hands: dict[str, Any] = {}
 
     def check_layout(self, raw_dir: Path) -> None:

@@ -34,9 +34,8 @@ from metis_datasets.sources._common import (
     SkipEpisode,
     SourceConfig,
     build_episode,
-    fit_intrinsics,
     hands_to_contract,
-    load_frames,
+    load_ego_images,
     load_pickled_npy,
     require_keys,
     require_path,
@@ -108,7 +107,7 @@ class ArcticSource(IndexedDatasetSource):
     config: ArcticConfig
 
     def __init__(self, config: ArcticConfig | None = None) -> None:
-        self.config = config or ArcticConfig()
+        super().__init__(config)
         self._split_cache: dict[Path, dict] = {}
 
     # -- layout -----------------------------------------------------------------------------
@@ -254,11 +253,10 @@ class ArcticSource(IndexedDatasetSource):
             offset = int(misc[subject]["ioi_offset"])
             folder = raw_dir / "images" / subject / sequence / "0"
             paths = [folder / f"{frame + offset:05d}.jpg" for frame in frames]
-            ego, source_hw = load_frames(paths, config.image_height, config.image_width)
-            images = {"ego": ego}
             # Note: ARCTIC's ego images keep the lens distortion (dist8); the stored K is the
             # pinhole part, as ARCTIC's own projection of view 0 uses it.
-            metadata["camera_intrinsics"] = fit_intrinsics(intrinsics, source_hw, config.image_height, config.image_width).tolist()  # fmt: skip
+            images, k = load_ego_images(paths, config, intrinsics)
+            metadata["camera_intrinsics"] = k.tolist()
         return build_episode(
             vectors,
             mask,

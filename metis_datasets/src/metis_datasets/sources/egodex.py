@@ -89,9 +89,6 @@ class EgoDexSource(IndexedDatasetSource):
     human = True
     embodiment = "human_mano"
 
-    def __init__(self, config: EgoDexConfig | None = None) -> None:
-        self.config = config or EgoDexConfig()
-
     def _files(self, raw_dir: Path) -> list[Path]:
         return sorted(Path(raw_dir).glob("*/*/*.hdf5"))
 

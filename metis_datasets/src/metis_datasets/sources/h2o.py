@@ -22,9 +22,8 @@ from metis_datasets.sources._common import (
     SkipEpisode,
     SourceConfig,
     build_episode,
-    fit_intrinsics,
     hands_to_contract,
-    load_frames,
+    load_ego_images,
     require_path,
 )
 
@@ -129,9 +128,6 @@ class H2OSource(IndexedDatasetSource):
     config_class = H2OConfig
     config: H2OConfig
 
-    def __init__(self, config: H2OConfig | None = None) -> None:
-        self.config = config or H2OConfig()
-
     def list_episodes(self, raw_dir: Path) -> list[str]:
         """Ids ``subjectN/<scene>/<k>`` of every sequence with a ``hand_pose`` folder."""
         raw_dir = Path(raw_dir)
@@ -184,9 +180,7 @@ class H2OSource(IndexedDatasetSource):
         images = None
         if config.with_images:
             paths = [camera / "rgb" / f"{frame:06d}.png" for frame in frames]
-            frames_ego, source_hw = load_frames(paths, config.image_height, config.image_width)
-            images = {"ego": frames_ego}
-            intrinsics = fit_intrinsics(intrinsics, source_hw, config.image_height, config.image_width)  # fmt: skip
+            images, intrinsics = load_ego_images(paths, config, intrinsics)
         instruction = ", then ".join(dict.fromkeys(s.text for s in segments))
         return build_episode(
             vectors,

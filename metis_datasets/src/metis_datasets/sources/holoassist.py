@@ -88,9 +88,6 @@ class HoloAssistSource(IndexedDatasetSource):
     config_class = HoloAssistConfig
     config: HoloAssistConfig
 
-    def __init__(self, config: HoloAssistConfig | None = None) -> None:
-        self.config = config or HoloAssistConfig()
-
     def list_episodes(self, raw_dir: Path) -> list[str]:
         """Recording names: folders holding ``Export_py/Hands/Right_sync.txt``."""
         return sorted(p.parent.parent.parent.name for p in Path(raw_dir).glob("*/Export_py/Hands/Right_sync.txt"))  # fmt: skip

@@ -23,16 +23,16 @@ Layout, one directory per episode (format version 1; full description in
 Frames: a hand's keypoints reach the ego camera through
 ``T_cam←world · T_world←tracker · T_tracker←wrist · p``, where ``T_tracker←wrist`` (each wrist
 tracker's mount) and ``T_head←camera`` (the ego camera in the head tracker's frame, OpenCV
-axes) are the calibrations in ``meta.json``. Keypoint order is the ``human_manus`` embodiment's
-(:data:`~metis_embodiments.human_manus.MANUS_KEYPOINT_NAMES`): the recorder maps Manus nodes by
-(chain type, joint type), never by node id.
+axes) are the calibrations in ``meta.json``. Keypoint order is the ``human_manus``
+embodiment's (``MANUS_KEYPOINT_NAMES`` of ``metis_embodiments.human_manus``): the recorder maps
+Manus nodes by (chain type, joint type), never by node id (:func:`manus_node_order`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -47,6 +47,7 @@ from metis_datasets.sources._common import (
     IndexedDatasetSource,
     KeypointLayout,
     SegmentSeconds,
+    SkipEpisode,
     SourceConfig,
     build_episode,
     fit_image,
@@ -64,6 +65,7 @@ __all__ = [
     "GloveRecordingWriter",
     "MetisGloveConfig",
     "MetisGloveSource",
+    "manus_node_order",
 ]
 
 FORMAT_NAME = "metis_glove"
@@ -75,6 +77,65 @@ _COLUMNS = ("timestamp_s", *(f"{s}_{k}" for s in ("left", "right") for k in ("ke
 _META_KEYS = ("format", "version", "episode_id", "instruction", "rate_hz", "keypoint_names", "calibration", "cameras")  # fmt: skip
 _CALIBRATION_KEYS = ("left_wrist_tracker_to_wrist", "right_wrist_tracker_to_wrist", "head_tracker_to_ego_camera")  # fmt: skip
 _EPISODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+_MANUS_CHAINS = {"thumb": "thumb", "index": "index", "middle": "middle", "ring": "ring", "pinky": "little"}  # fmt: skip
+_MANUS_JOINTS = {
+    "thumb": {"metacarpal": "cmc", "proximal": "mcp", "distal": "ip", "tip": "tip"},
+    "finger": {
+        "metacarpal": "metacarpal",
+        "proximal": "mcp",
+        "intermediate": "pip",
+        "distal": "dip",
+        "tip": "tip",
+    },
+}
+
+
+def _manus_keypoint_name(chain_type: str, joint_type: str) -> str | None:
+    chain = str(chain_type).removeprefix("ChainType_").lower()
+    joint = str(joint_type).removeprefix("FingerJointType_").lower()
+    if chain == "hand":
+        return "wrist"
+    finger = _MANUS_CHAINS.get(chain.removeprefix("finger"))
+    if finger is None or not chain.startswith("finger"):
+        return None
+    name = _MANUS_JOINTS["thumb" if finger == "thumb" else "finger"].get(joint)
+    return None if name is None else f"{finger}_{name}"
+
+
+def manus_node_order(nodes: Sequence[tuple[str, str]]) -> list[int]:
+    """Where each ``metis_glove`` keypoint sits in a Manus SDK raw-skeleton node list.
+
+    Manus node ids are opaque, so the recorder maps nodes by their metadata
+    (``NodeInfo.chainType`` and ``NodeInfo.fingerJointType`` from
+    ``CoreSdk_GetRawSkeletonNodeInfoArray``): the ``Hand`` chain is the wrist; for the thumb the
+    SDK's Metacarpal, Proximal, Distal and Tip nodes are the CMC, MCP, IP and tip; for the other
+    fingers Metacarpal, Proximal, Intermediate, Distal and Tip are the metacarpal base, MCP, PIP,
+    DIP and tip (the SDK names the bones, we name the joints at their bases).
+
+    Args:
+        nodes: Per SDK node, ``(chain_type, finger_joint_type)`` enum names, with or without the
+            ``ChainType_`` / ``FingerJointType_`` prefixes (e.g. ``("ChainType_FingerIndex",
+            "FingerJointType_Proximal")`` or ``("Hand", "Invalid")``).
+
+    Returns:
+        25 node positions: ``positions[manus_node_order(info)]`` is in the order of
+        ``MANUS_KEYPOINT_NAMES`` of ``metis_embodiments.human_manus``.
+
+    Raises:
+        ValueError: If a keypoint has no node or more than one.
+    """
+    found: dict[str, list[int]] = {}
+    for position, (chain_type, joint_type) in enumerate(nodes):
+        name = _manus_keypoint_name(chain_type, joint_type)
+        if name is not None:
+            found.setdefault(name, []).append(position)
+    missing = [n for n in MANUS_KEYPOINT_NAMES if n not in found]
+    repeated = {n: p for n, p in found.items() if len(p) > 1}
+    if missing or repeated:
+        raise ValueError(f"Manus node info: expected one node per keypoint of {list(MANUS_KEYPOINT_NAMES)}; missing {missing}, repeated {repeated}")  # fmt: skip
+    return [found[name][0] for name in MANUS_KEYPOINT_NAMES]
 
 
 def _pose34(matrix: Any, what: str) -> np.ndarray:
@@ -244,15 +305,19 @@ class GloveRecordingWriter:
         times = self._rows["timestamp_s"]
         if times and not timestamp_s > times[-1]:
             raise ValueError(f"timestamp_s {timestamp_s} does not come after {times[-1]}")
+        # Validate everything before appending anything: a refused tick leaves no partial row.
+        row: dict[str, Any] = {}
         for side, points in (("left", left_keypoints), ("right", right_keypoints)):
             array = np.asarray(points, dtype=np.float32)
             if array.shape != (25, 3) or not np.isfinite(array).all():
                 raise ValueError(f"{side}_keypoints: expected finite (25, 3) metres in the Manus order, got {array.shape}")  # fmt: skip
-            self._rows[f"{side}_keypoints"].append(array.reshape(75))
+            row[f"{side}_keypoints"] = array.reshape(75)
         for name, pose in zip(
             TRACKERS, (left_wrist_pose, right_wrist_pose, head_pose), strict=True
         ):
-            self._rows[f"{name}_pose"].append(_pose34(pose, f"{name}_pose").reshape(12))
+            row[f"{name}_pose"] = _pose34(pose, f"{name}_pose").reshape(12)
+        for key, value in row.items():
+            self._rows[key].append(value)
         flags = (left_valid, right_valid, left_wrist_valid, right_wrist_valid, head_valid)
         for key, flag in zip(("left_valid", "right_valid", "left_wrist_valid", "right_wrist_valid", "head_valid"), flags, strict=True):  # fmt: skip
             self._rows[key].append(bool(flag))
@@ -348,9 +413,6 @@ class MetisGloveSource(IndexedDatasetSource):
     human = True
     embodiment = "human_manus"
 
-    def __init__(self, config: MetisGloveConfig | None = None) -> None:
-        self.config = config or MetisGloveConfig()
-
     def list_episodes(self, raw_dir: Path) -> list[str]:
         """Names of the episode directories (those holding ``meta.json``; hidden ones skipped)."""
         return sorted(p.name for p in Path(raw_dir).iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").is_file())  # fmt: skip
@@ -406,7 +468,8 @@ class MetisGloveSource(IndexedDatasetSource):
         """Convert one episode directory.
 
         Raises:
-            SkipEpisode: If no hand is valid in any tick, or fewer than two ticks remain.
+            SkipEpisode: If no hand is valid in any tick, fewer than two ticks remain, or the
+                ego video is missing while images are asked for.
             ValueError: For a bad layout.
         """
         folder = Path(raw_dir) / episode_id
@@ -461,7 +524,9 @@ class MetisGloveSource(IndexedDatasetSource):
         """Ego frames nearest to each tick, fitted to the stored size."""
         import av
 
-        video = require_path(folder / "videos" / "ego.mp4", "the ego camera video videos/ego.mp4")
+        video = folder / "videos" / "ego.mp4"
+        if not video.is_file():
+            raise SkipEpisode(f"ego video {video} is missing (convert with with_images=False to keep only poses)")  # fmt: skip
         stamps = read_json(require_path(folder / "videos" / "timestamps.json", 'videos/timestamps.json: {"ego": [seconds per frame]}'))  # fmt: skip
         require_keys(stamps, ("ego",), str(folder / "videos" / "timestamps.json"))
         frame_times = np.asarray(stamps["ego"], dtype=np.float64)

@@ -27,9 +27,8 @@ from metis_datasets.sources._common import (
     SkipEpisode,
     SourceConfig,
     build_episode,
-    fit_intrinsics,
     hands_to_contract,
-    load_frames,
+    load_ego_images,
     load_pickle,
     require_path,
 )
@@ -77,9 +76,6 @@ class OakInkSource(IndexedDatasetSource):
     name = "oakink"
     config_class = OakInkConfig
     config: OakInkConfig
-
-    def __init__(self, config: OakInkConfig | None = None) -> None:
-        self.config = config or OakInkConfig()
 
     def _entries(self, raw_dir: Path) -> dict[str, list[list]]:
         return _read_entries(Path(raw_dir) / "image" / "anno" / "seq_all.json", self.config.camera)
@@ -130,9 +126,7 @@ class OakInkSource(IndexedDatasetSource):
         if config.with_images:
             folder = Path(raw_dir) / "image" / "stream_release_v2" / seq_id / timestamp
             paths = [folder / f"{OAKINK_CAMERAS[config.camera]}_{frame}.png" for frame in frames]
-            ego, source_hw = load_frames(paths, config.image_height, config.image_width)
-            images = {"ego": ego}
-            k = fit_intrinsics(k, source_hw, config.image_height, config.image_width)
+            images, k = load_ego_images(paths, config, k)
         return build_episode(
             vectors,
             mask,

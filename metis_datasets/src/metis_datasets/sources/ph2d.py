@@ -72,7 +72,7 @@ __all__ = [
     "wrist_in_mirrored_base",
 ]
 
-#: OpenCV camera axes from forward-left-up axes: ``p_cv = FLU_TO_OPENCV @ p_flu``.
+#: Turns forward-left-up axes into OpenCV camera axes, ``p_cv = FLU_TO_OPENCV @ p_flu``.
 FLU_TO_OPENCV = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 #: Unitree's H1 URDF places the left Inspire hand's palm-fixed joints at z-negated positions of
 #: the right hand's: the left base link is the right one reflected by diag(1, 1, -1).
@@ -235,7 +235,7 @@ class PH2DSource(IndexedDatasetSource):
     embodiment = "human_mano"
 
     def __init__(self, config: PH2DConfig | None = None) -> None:
-        self.config = config or PH2DConfig()
+        super().__init__(config)
         if self.config.part == "robot":
             self.embodiment = "inspire"
         self._hands: dict[str, Any] = {}

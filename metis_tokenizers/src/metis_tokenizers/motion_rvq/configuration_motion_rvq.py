@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from metis_core.config import ComponentConfig
 from metis_core.contract import HAND_CONTRACT
 
-__all__ = ["MotionRVQConfig"]
+__all__ = ["NORMALIZATION_MODES", "MotionRVQConfig"]
+
+NORMALIZATION_MODES = ("mean_std", "part_std")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,9 +109,10 @@ class MotionRVQConfig(ComponentConfig):
             raise ValueError(f"dead_code_threshold must be >= 0, got {self.dead_code_threshold}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.normalization_mode != "mean_std":
+        if self.normalization_mode not in NORMALIZATION_MODES:
             raise ValueError(
-                f"normalization_mode must be 'mean_std', got {self.normalization_mode!r}"
+                f"normalization_mode must be one of {NORMALIZATION_MODES}, got "
+                f"{self.normalization_mode!r}"
             )
         if self.commitment_weight < 0:
             raise ValueError(f"commitment_weight must be >= 0, got {self.commitment_weight}")

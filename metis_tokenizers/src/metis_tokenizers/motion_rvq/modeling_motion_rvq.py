@@ -263,7 +263,17 @@ class MotionRVQ(Tokenizer, nn.Module):
             idx = list(layout.indices)
             values = features[present][:, 1:, idx].reshape(-1, len(idx)).double()
             self.feature_mean[idx] = values.mean(0).float()
-            self.feature_std[idx] = values.std(0).clamp_min(1e-4).float()
+            std = values.std(0)
+            if self.config.normalization_mode == "part_std":
+                # One scale per part (wrist position, wrist rotation, fingertips): the RMS of
+                # its values' standard deviations, so that errors within a part are weighed
+                # like the Euclidean errors they become, and values that carry little but
+                # sensor noise (e.g. a fingertip's sideways delta) are not blown up to unit
+                # variance.
+                for part in (layout.wrist_position, layout.wrist_rot6d, layout.fingertips):
+                    offset = [idx.index(i) for i in range(part.start, part.stop)]
+                    std[offset] = std[offset].pow(2).mean().sqrt()
+            self.feature_std[idx] = std.clamp_min(1e-4).float()
             starts = x[present][:, 0, idx].double()
             self.start_mean[idx] = starts.mean(0).float()
             self.start_std[idx] = starts.std(0).clamp_min(1e-3).float() if len(starts) > 1 else 1.0
@@ -341,7 +351,8 @@ class MotionRVQ(Tokenizer, nn.Module):
                 "MotionRVQ.from_pretrained(path)"
             )
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         try:
             with torch.no_grad():
                 features, _ = self.prepare(x, present)
@@ -350,7 +361,8 @@ class MotionRVQ(Tokenizer, nn.Module):
                 latents = self.encoder(features.flatten(0, 1), hand_index)
                 _, codes, _ = self.quantizer(latents)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         return codes.reshape(batch, -1).long()
 
     def check_codes(self, codes: Any) -> torch.Tensor:
@@ -397,7 +409,8 @@ class MotionRVQ(Tokenizer, nn.Module):
         batch = codes.shape[0]
         hands, steps, levels = self.codes_shape
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         try:
             with torch.no_grad():
                 indices = codes.view(batch * hands, steps, levels)
@@ -407,7 +420,8 @@ class MotionRVQ(Tokenizer, nn.Module):
                 recon = self.decoder(quantised, hand_index, starts.flatten(0, 1))
                 features = self.features_from_network(recon.view(batch, hands, *recon.shape[1:]))
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         return from_relative(features, start_state)
 
     def features_from_network(self, recon: torch.Tensor) -> torch.Tensor:
