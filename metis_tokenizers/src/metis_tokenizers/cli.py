@@ -5,6 +5,9 @@ Examples::
     metis-tokenizers generate windows.safetensors --count 20000
     metis-tokenizers train motion_rvq --data windows.safetensors --out runs/rvq --steps 2000
     metis-tokenizers eval runs/rvq --data heldout.safetensors
+    metis-tokenizers train visual_dynamics_vq --data lerobot_dir --out runs/vd \
+        --motion runs/rvq --features /models/dinov2-large --config '{"frame_gap": 30}'
+    metis-tokenizers eval runs/vd --data heldout_lerobot_dir
 """
 
 from __future__ import annotations
@@ -49,11 +52,39 @@ def generate(path: str, count: int, window_len: int, split: str, seed: int) -> N
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--lr", "learning_rate", default=2e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--warmup-steps", default=100, show_default=True, help="Linear learning-rate warm-up."
+)
+@click.option(
+    "--threads",
+    default=None,
+    type=int,
+    help="torch threads (default: torch's choice; 1 is often fastest for small models).",
+)
 @click.option("--checkpoint-every", default=500, show_default=True)
 @click.option("--max-minutes", default=None, type=float, help="Stop (and save) after this long.")
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
 @click.option(
     "--config", "config_json", default=None, help="JSON object of tokenizer config fields."
+)
+@click.option(
+    "--motion",
+    "motion_dir",
+    default=None,
+    help="visual_dynamics_vq: directory of the trained motion_rvq whose encoder it reads.",
+)
+@click.option(
+    "--features",
+    default="tiny",
+    show_default=True,
+    help="visual_dynamics_vq: feature extractor: a local DINOv2 directory, a .json DINOv2 "
+    "config (random weights) or 'tiny' (random-weight toy model).",
+)
+@click.option(
+    "--stride", default=1, show_default=True, help="visual_dynamics_vq: frames between pairs."
+)
+@click.option(
+    "--feature-cache", default=None, help="visual_dynamics_vq: keep patch features on disk here."
 )
 def train(
     name: str,
@@ -63,15 +94,56 @@ def train(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    warmup_steps: int,
+    threads: int | None,
     checkpoint_every: int,
     max_minutes: float | None,
     no_resume: bool,
     config_json: str | None,
+    motion_dir: str | None,
+    features: str,
+    stride: int,
+    feature_cache: str | None,
 ) -> None:
-    """Train (motion_rvq) or fit (binning, dct_bpe) tokenizer NAME on --data, save to --out."""
+    """Train (motion_rvq, visual_dynamics_vq) or fit (binning, dct_bpe) NAME on --data.
+
+    visual_dynamics_vq reads frame pairs from a LeRobot dataset (--data) and needs --motion.
+    """
     from metis_tokenizers.data import load_windows
 
     fields = json.loads(config_json) if config_json else {}
+    if name == "visual_dynamics_vq":
+        from metis_tokenizers.training import TrainConfig
+        from metis_tokenizers.visual_dynamics_vq.pipeline_visual_dynamics_vq import (
+            train_on_dataset,
+        )
+
+        vd_result, pairs = train_on_dataset(
+            data_path,
+            out_dir,
+            features=features,
+            motion=motion_dir,
+            config_fields=fields,
+            train_config=TrainConfig(
+                steps=steps,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                seed=seed,
+                warmup_steps=warmup_steps,
+                threads=threads,
+                checkpoint_every=checkpoint_every,
+                max_minutes=max_minutes,
+            ),
+            stride=stride,
+            cache_dir=feature_cache,
+            resume=not no_resume,
+        )
+        click.echo(
+            f"trained {name} on {len(pairs)} frame pairs for {vd_result.steps} steps in "
+            f"{vd_result.seconds:.0f} s (loss {vd_result.final_loss:.4f}, 'no change' "
+            f"{vd_result.final_baseline_loss:.4f}); saved to {out_dir}"
+        )
+        return
     cls = TOKENIZERS.get(name)
     config = cls.config_class(**fields)
     windows = load_windows(data_path, window_len=getattr(config, "window_len", None))
@@ -87,6 +159,8 @@ def train(
                 batch_size=batch_size,
                 learning_rate=learning_rate,
                 seed=seed,
+                warmup_steps=warmup_steps,
+                threads=threads,
                 checkpoint_every=checkpoint_every,
                 max_minutes=max_minutes,
             ),
@@ -110,12 +184,32 @@ def train(
 @click.option("--data", "data_path", required=True, help="Array file of windows or LeRobot dir.")
 @click.option("--plot", "plot_path", default=None, help="PNG path (default DIRECTORY/eval.png).")
 @click.option("--json", "json_path", default=None, help="Also write the report as JSON here.")
-def evaluate(directory: str, data_path: str, plot_path: str | None, json_path: str | None) -> None:
-    """Evaluate the tokenizer saved in DIRECTORY on --data windows."""
+@click.option(
+    "--stride", default=1, show_default=True, help="visual_dynamics_vq: frames between pairs."
+)
+def evaluate(
+    directory: str, data_path: str, plot_path: str | None, json_path: str | None, stride: int
+) -> None:
+    """Evaluate the tokenizer saved in DIRECTORY on --data windows (or frame pairs)."""
     from metis_tokenizers.data import load_windows
     from metis_tokenizers.evaluation import evaluate_tokenizer, plot_reconstruction
 
     tokenizer = load_component(directory)
+    if tokenizer.name == "visual_dynamics_vq":
+        from metis_tokenizers.visual_dynamics_vq.evaluation_visual_dynamics_vq import (
+            plot_visual_dynamics_report,
+        )
+        from metis_tokenizers.visual_dynamics_vq.pipeline_visual_dynamics_vq import (
+            evaluate_on_dataset,
+        )
+
+        vd_report = evaluate_on_dataset(directory, data_path, stride=stride)
+        vd_plot = Path(plot_path) if plot_path else Path(directory) / "eval.png"
+        plot_visual_dynamics_report(vd_report, vd_plot, title=f"visual_dynamics_vq: {data_path}")
+        click.echo(vd_report.summary() + f"\nplot                     {vd_plot}")
+        if json_path:
+            Path(json_path).write_text(json.dumps(vd_report.to_dict(), indent=2))
+        return
     windows = load_windows(data_path, window_len=getattr(tokenizer.config, "window_len", None))
     report = evaluate_tokenizer(tokenizer, windows)
     lines = [

@@ -9,6 +9,7 @@ start-relative features (MSE per dimension divided by that dimension's variance 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,8 +40,8 @@ class EvalReport:
         wrist_rotation_deg: Mean wrist rotation error.
         fingertip_mm: Mean fingertip error.
         nmse: Normalised MSE of the start-relative features.
-        encode_ms: Encode time per call, keyed by batch size.
-        decode_ms: Decode time per call, keyed by batch size.
+        encode_ms: Median encode time per call, keyed by batch size.
+        decode_ms: Median decode time per call, keyed by batch size.
         codebook: Codebook health per level (``motion_rvq`` only).
         windows: Windows evaluated.
     """
@@ -120,11 +121,19 @@ def reconstruction_errors(
 
 
 def _time_ms(fn: Any, repeats: int) -> float:
-    fn()  # warm-up
-    began = time.perf_counter()
+    """Median wall-clock time of one call in milliseconds, after two warm-up calls.
+
+    The median rather than the mean, so that a few calls slowed down by other processes on a
+    shared machine do not decide the figure.
+    """
+    fn()
+    fn()
+    times = []
     for _ in range(repeats):
+        began = time.perf_counter()
         fn()
-    return 1000.0 * (time.perf_counter() - began) / repeats
+        times.append(time.perf_counter() - began)
+    return 1000.0 * statistics.median(times)
 
 
 def evaluate_tokenizer(
@@ -133,7 +142,7 @@ def evaluate_tokenizer(
     *,
     batch_size: int = 512,
     timing_batches: tuple[int, ...] = (1, 64),
-    timing_repeats: int = 20,
+    timing_repeats: int = 30,
 ) -> EvalReport:
     """Encode and decode held-out windows and measure errors, token counts and speed.
 
@@ -142,7 +151,7 @@ def evaluate_tokenizer(
         windows: Held-out windows.
         batch_size: Windows per encode/decode call for the error measurement.
         timing_batches: Batch sizes to time encode and decode at.
-        timing_repeats: Calls averaged per timing.
+        timing_repeats: Calls timed per measurement (the median is reported).
 
     Returns:
         :class:`EvalReport`.

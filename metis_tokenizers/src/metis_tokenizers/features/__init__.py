@@ -13,10 +13,15 @@ from typing import Any
 from metis_core.io import read_json
 from metis_tokenizers.features.base import FeatureExtractor, as_image_batch, check_image_batch
 from metis_tokenizers.features.cache import FeatureCache, dataset_cache_key
-from metis_tokenizers.features.dinov2 import SETTINGS_NAME, Dinov2FeatureExtractor
+from metis_tokenizers.features.dinov2 import (
+    SETTINGS_NAME,
+    TINY_DINOV2_CONFIG,
+    Dinov2FeatureExtractor,
+)
 
 __all__ = [
     "FEATURE_EXTRACTORS",
+    "TINY_DINOV2_CONFIG",
     "Dinov2FeatureExtractor",
     "FeatureCache",
     "FeatureExtractor",
@@ -31,23 +36,27 @@ FEATURE_EXTRACTORS: dict[str, type[FeatureExtractor]] = {"dinov2": Dinov2Feature
 
 
 def load_feature_extractor(spec: str | os.PathLike[str], **kwargs: Any) -> FeatureExtractor:
-    """Build an extractor from a saved directory or from a JSON file of a model config.
+    """Build an extractor from a saved directory, a JSON file of a model config, or ``"tiny"``.
 
     Args:
-        spec: A directory (a saved extractor, or a plain local DINOv2 checkpoint), or a
-            ``.json`` file holding a DINOv2 config for a random-weight model (toy runs), with
-            optional ``"image_size"``, ``"layer"`` and ``"seed"`` keys for the extractor.
+        spec: A directory (a saved extractor, or a plain local DINOv2 checkpoint), a ``.json``
+            file holding a DINOv2 config for a random-weight model (toy runs; its
+            ``image_size`` is also the input size), with optional ``"layer"`` and ``"seed"``
+            keys for the extractor, or the word
+            ``"tiny"`` for a random-weight model of :data:`TINY_DINOV2_CONFIG` (seed 0).
         **kwargs: Passed to the extractor (``batch_size``, ``device``, ...).
 
     Raises:
         FileNotFoundError: If ``spec`` does not exist.
         ValueError: For an unknown extractor type.
     """
+    if str(spec) == "tiny":
+        return Dinov2FeatureExtractor.from_config(TINY_DINOV2_CONFIG, **kwargs)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist; expected a feature-extractor directory (e.g. a local DINOv2 "
-            "checkpoint) or a .json file holding a DINOv2 config"
+            "checkpoint), a .json file holding a DINOv2 config, or 'tiny'"
         )
     if path.is_dir():
         kind = "dinov2"
@@ -61,5 +70,7 @@ def load_feature_extractor(spec: str | os.PathLike[str], **kwargs: Any) -> Featu
     if path.suffix != ".json":
         raise ValueError(f"{path}: expected a directory or a .json config file")
     fields = dict(read_json(path))
-    options = {k: fields.pop(k) for k in ("image_size", "layer", "seed") if k in fields}
+    # image_size belongs to the model config (its position embeddings) and is also the size
+    # the extractor resizes to.
+    options = {k: fields.pop(k) for k in ("layer", "seed") if k in fields}
     return Dinov2FeatureExtractor.from_config(fields, **options, **kwargs)

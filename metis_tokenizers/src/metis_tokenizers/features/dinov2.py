@@ -28,12 +28,29 @@ from metis_core._optional import require
 from metis_core.io import atomic_directory, read_json, write_json
 from metis_tokenizers.features.base import FeatureExtractor, as_image_batch, check_image_batch
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SETTINGS_NAME", "Dinov2FeatureExtractor"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SETTINGS_NAME",
+    "TINY_DINOV2_CONFIG",
+    "Dinov2FeatureExtractor",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: File that records the extractor type and its preprocessing next to the model files.
 SETTINGS_NAME = "feature_extractor.json"
+#: A random-weight DINOv2 small enough for tests and toy runs on a CPU, with 64×64 images and
+#: 8×8 patches (64 patches of 64 channels). Its features keep where things are in the image, which is what
+#: the visual-dynamics tokenizer needs on synthetic data; it carries no pretrained semantics.
+TINY_DINOV2_CONFIG: dict[str, Any] = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "image_size": 64,
+    "patch_size": 8,
+}
 _MODEL_TYPES = ("dinov2", "dinov2_with_registers")
 _INSTALL = "metis-tokenizers[vision]"
 

@@ -41,6 +41,10 @@ class VisualDynamicsVQConfig(ComponentConfig):
         motion: Config of the motion tokenizer whose encoder supplies the motion features
             (``P_{t..t+k}`` in the paper); its weights are loaded from a trained ``motion_rvq``
             and kept frozen. ``None`` leaves motion out (an ablation).
+        motion_start: Also give the encoder each hand's start state (the normalised contract
+            values at frame ``t``, as the motion tokenizer's decoder receives them). Motion
+            tokens code the wrist *relative to its starting pose*, so without the start pose the
+            encoder cannot tell which way a motion moves in the camera image.
     """
 
     feature_dim: int = 1024
@@ -61,6 +65,7 @@ class VisualDynamicsVQConfig(ComponentConfig):
     commitment_weight: float = 0.25
     predict_residual: bool = True
     motion: MotionRVQConfig | None = field(default_factory=MotionRVQConfig)
+    motion_start: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -35,6 +35,8 @@ class VisualDynamicsReport:
         cosine_predicted: Mean cosine similarity of predicted vs true features of ``t+k``.
         cosine_baseline: The same for the "no change" prediction (features of ``t``).
         cosine_margin: ``cosine_predicted - cosine_baseline``.
+        cosine_gap_closed: Fraction of the baseline's shortfall from a perfect cosine of 1 that
+            the prediction makes up, ``cosine_margin / (1 - cosine_baseline)``.
         cosine_predicted_changed: Predicted, on the 25 % of patches that change most.
         cosine_baseline_changed: Baseline, on the same patches.
         mse_predicted: Mean squared error in normalised feature space.
@@ -53,6 +55,7 @@ class VisualDynamicsReport:
     cosine_predicted: float
     cosine_baseline: float
     cosine_margin: float
+    cosine_gap_closed: float
     cosine_predicted_changed: float
     cosine_baseline_changed: float
     mse_predicted: float
@@ -81,7 +84,8 @@ class VisualDynamicsReport:
                 f"frame pairs              {self.pairs}",
                 f"cosine, predicted t+k    {self.cosine_predicted:.4f}",
                 f"cosine, 'no change'      {self.cosine_baseline:.4f}",
-                f"margin                   {self.cosine_margin:+.4f}",
+                f"margin                   {self.cosine_margin:+.4f} "
+                f"({100 * self.cosine_gap_closed:.0f} % of the gap to 1 closed)",
                 f"cosine on changed 25 %   {self.cosine_predicted_changed:.4f} vs "
                 f"{self.cosine_baseline_changed:.4f} (no change)",
                 f"normalised MSE           {self.mse_predicted:.4f} vs {self.mse_baseline:.4f} "
@@ -141,6 +145,7 @@ def evaluate_visual_dynamics(
         cosine_predicted=float(cp.mean()),
         cosine_baseline=float(cb.mean()),
         cosine_margin=float(cp.mean() - cb.mean()),
+        cosine_gap_closed=float((cp.mean() - cb.mean()) / (1.0 - cb.mean()).clamp_min(1e-12)),
         cosine_predicted_changed=float(cp[changed].mean()),
         cosine_baseline_changed=float(cb[changed].mean()),
         mse_predicted=float(mp.mean()),

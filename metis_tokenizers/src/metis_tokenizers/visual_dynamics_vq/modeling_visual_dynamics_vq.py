@@ -2,9 +2,11 @@
 
 An inverse-dynamics encoder ``I(D_vis | I_t, I_{t+k}, P_{t..t+k})`` reads the patch features of
 frames ``t`` and ``t+k`` (DINOv2, see :mod:`metis_tokenizers.features`), the motion features of
-the action window between them (the frozen encoder of a trained ``motion_rvq``) and
-``num_queries`` learned query tokens, through blocks of a *spatial* attention layer (patches
-attend within their own frame) and a *temporal* one (each patch attends to the same patch in
+the action window between them (the frozen encoder of a trained ``motion_rvq``; with
+``motion_start`` each hand's start state is added to its motion tokens, because motion
+tokens are relative to the start pose and the image change depends on where the hand is and
+how it is turned) and ``num_queries`` learned query tokens, through blocks of a *spatial*
+attention layer (patches attend within their own frame) and a *temporal* one (each patch attends to the same patch in
 the other frame); motion and query tokens attend to everything and every patch can read them.
 The queries' outputs are quantised by a :class:`vector_quantize_pytorch.VectorQuantize`
 (``codebook_size`` codes of ``codebook_dim``). A forward-dynamics decoder ``F(I_{t+k} | I_t,
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
+from metis_core.contract import ACTION_DIM
 from metis_core.interfaces import Tokenizer
 from metis_tokenizers._common import check_actions, check_hand_mask
 from metis_tokenizers.motion_rvq import MotionRVQ
@@ -48,7 +51,7 @@ def motion_encoder_features(motion: MotionRVQ, actions: Any, hand_mask: Any = No
     ``encoder`` (PoseNet).
 
     Args:
-        motion: A trained :class:`~metis_tokenizers.motion_rvq.MotionRVQ`.
+        motion: A trained :class:`~metis_tokenizers.motion_rvq.modeling_motion_rvq.MotionRVQ`.
         actions: ``(B, T, 48)`` contract windows, ``T = motion.config.window_len``.
         hand_mask: ``(B, 2)`` or ``(B, T, 2)`` presence; all present if omitted.
 
@@ -183,6 +186,8 @@ class VisualDynamicsVQ(Tokenizer, nn.Module):
                 nn.LayerNorm(config.motion.latent_dim), nn.Linear(config.motion.latent_dim, width)
             )
             self.motion_position = nn.Parameter(torch.randn(motion_tokens, width) * 0.02)
+            # Each hand's start state (24 contract values), added to that hand's motion tokens.
+            self.start_input = nn.Linear(ACTION_DIM // 2, width) if config.motion_start else None
         self.register_buffer("motion_loaded", torch.zeros((), dtype=torch.bool))
         self.spatial_layers = nn.ModuleList(_layer(config) for _ in range(config.encoder_blocks))
         self.temporal_layers = nn.ModuleList(_layer(config) for _ in range(config.encoder_blocks))
@@ -323,9 +328,19 @@ class VisualDynamicsVQ(Tokenizer, nn.Module):
             raise ValueError(
                 f"actions: expected {batch} windows (one per frame pair), got {x.shape[0]}"
             )
+        present = check_hand_mask(hand_mask, batch, self.config.motion.window_len)  # type: ignore[union-attr]
         with torch.no_grad():
-            motion = motion_encoder_features(self.motion_tokenizer, x, hand_mask)
-        return self.motion_input(motion) + self.motion_position
+            motion = motion_encoder_features(self.motion_tokenizer, x, present)
+        tokens = self.motion_input(motion) + self.motion_position
+        if self.start_input is not None:
+            # Motion tokens are relative to each hand's start pose; the start pose says where
+            # the hand is and how it is turned, hence which way the motion moves in the image.
+            mt = self.motion_tokenizer
+            starts = ((x[:, 0] - mt.start_mean) / mt.start_std)[:, mt.hand_values]  # (B, H, 24)
+            starts = starts * present[:, mt.hand_indices, None].to(starts.dtype)
+            steps = self.config.motion.latent_steps  # type: ignore[union-attr]
+            tokens = tokens + self.start_input(starts).repeat_interleave(steps, dim=1)
+        return tokens
 
     def _encode_latents(
         self, source: torch.Tensor, target: torch.Tensor, motion: torch.Tensor | None

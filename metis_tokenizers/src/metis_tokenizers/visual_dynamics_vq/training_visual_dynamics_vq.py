@@ -171,7 +171,7 @@ def train_visual_dynamics_vq(
     """Train a :class:`VisualDynamicsVQ` on frame pairs and save it to ``out_dir``.
 
     Args:
-        pairs: Training pairs (see :func:`~metis_tokenizers.visual_dynamics_vq.load_frame_pairs`).
+        pairs: Training pairs (see :func:`~metis_tokenizers.visual_dynamics_vq.data_visual_dynamics_vq.load_frame_pairs`).
         out_dir: Run directory (created); resumed from if it holds a checkpoint and ``resume``.
         model_config: Tokenizer sizes; ``feature_dim``/``num_patches`` must match the features
             and ``frame_gap`` the pairs.
