@@ -85,9 +85,15 @@ def test_cli_generate_train_eval(tmp_path) -> None:
     result = runner.invoke(
         main,
         ["train", "motion_rvq", "--data", train, "--out", str(tmp_path / "rvq"), "--steps", "8",
-         "--batch-size", "32", "--config", config],
+         "--batch-size", "32", "--config", config, "--part-weights", "2,2,1"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "rvq" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["train_config"]["part_weights"] == [2.0, 2.0, 1.0]
+    for bad in ("2,2", "1,-1,1", "a,b,c"):
+        result = runner.invoke(main, ["train", "motion_rvq", "--data", train, "--out", str(tmp_path / "bad"), "--part-weights", bad])  # fmt: skip
+        assert result.exit_code == 2
+        assert "three comma-separated non-negative numbers" in result.output
     assert (tmp_path / "rvq" / "model.safetensors").is_file()
     assert (tmp_path / "rvq" / "checkpoint" / "trainer_state.json").is_file()
     result = runner.invoke(

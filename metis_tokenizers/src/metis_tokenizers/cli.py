@@ -61,6 +61,13 @@ def generate(path: str, count: int, window_len: int, split: str, seed: int) -> N
     type=int,
     help="torch threads (default: torch's choice; 1 is often fastest for small models).",
 )
+@click.option(
+    "--part-weights",
+    default="1,1,1",
+    show_default=True,
+    help="motion_rvq: loss weights of wrist position, wrist rotation and fingertips "
+    "(benchmarks/tokenizers.py uses 2,2,1).",
+)
 @click.option("--checkpoint-every", default=500, show_default=True)
 @click.option("--max-minutes", default=None, type=float, help="Stop (and save) after this long.")
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
@@ -96,6 +103,7 @@ def train(
     seed: int,
     warmup_steps: int,
     threads: int | None,
+    part_weights: str,
     checkpoint_every: int,
     max_minutes: float | None,
     no_resume: bool,
@@ -112,6 +120,16 @@ def train(
     from metis_tokenizers.data import load_windows
 
     fields = json.loads(config_json) if config_json else {}
+    optimisation = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "warmup_steps": warmup_steps,
+        "threads": threads,
+        "checkpoint_every": checkpoint_every,
+        "max_minutes": max_minutes,
+    }
     if name == "visual_dynamics_vq":
         from metis_tokenizers.training import TrainConfig
         from metis_tokenizers.visual_dynamics_vq.pipeline_visual_dynamics_vq import (
@@ -124,16 +142,7 @@ def train(
             features=features,
             motion=motion_dir,
             config_fields=fields,
-            train_config=TrainConfig(
-                steps=steps,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                seed=seed,
-                warmup_steps=warmup_steps,
-                threads=threads,
-                checkpoint_every=checkpoint_every,
-                max_minutes=max_minutes,
-            ),
+            train_config=TrainConfig(**optimisation),
             stride=stride,
             cache_dir=feature_cache,
             resume=not no_resume,
@@ -150,20 +159,21 @@ def train(
     if name == "motion_rvq":
         from metis_tokenizers.training import TrainConfig, train_motion_rvq
 
+        try:
+            weights = tuple(float(w) for w in part_weights.split(","))
+            if len(weights) != 3 or min(weights) < 0:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(
+                f"expected three comma-separated non-negative numbers, got {part_weights!r}",
+                param_hint="--part-weights",
+            ) from None
+
         result = train_motion_rvq(
             windows,
             out_dir,
             model_config=config,
-            train_config=TrainConfig(
-                steps=steps,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                seed=seed,
-                warmup_steps=warmup_steps,
-                threads=threads,
-                checkpoint_every=checkpoint_every,
-                max_minutes=max_minutes,
-            ),
+            train_config=TrainConfig(**optimisation, part_weights=weights),
             resume=not no_resume,
         )
         click.echo(
