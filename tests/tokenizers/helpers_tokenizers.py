@@ -20,6 +20,16 @@ SMALL = {
 }
 TRAIN_STEPS = 150
 
+#: A random-weight DINOv2 for tests: 32×32 images, 8×8 patches (16 patches of 32 channels).
+TEST_DINOV2 = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
 
 def small_config(**overrides: object) -> MotionRVQConfig:
     return MotionRVQConfig(**{**SMALL, **overrides})

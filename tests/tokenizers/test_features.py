@@ -11,6 +11,8 @@ import torch
 
 pytest.importorskip("transformers")
 
+from helpers_tokenizers import TEST_DINOV2
+
 from metis_core.io import CorruptFileError, save_safetensors
 from metis_tokenizers.features import (
     TINY_DINOV2_CONFIG,
@@ -21,14 +23,7 @@ from metis_tokenizers.features import (
 )
 from metis_tokenizers.features.dinov2 import IMAGENET_MEAN, IMAGENET_STD
 
-SMALL = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "image_size": 32,
-    "patch_size": 8,
-}
+SMALL = TEST_DINOV2
 
 
 def frames(count: int, size: int = 32, seed: int = 0) -> np.ndarray:

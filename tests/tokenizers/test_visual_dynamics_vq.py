@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("transformers")
 
+from helpers_tokenizers import TEST_DINOV2
 from helpers_tokenizers import small_config as motion_config
 
 from metis_core.components import load_component
@@ -41,14 +42,7 @@ from metis_tokenizers.visual_dynamics_vq.training_visual_dynamics_vq import (
 )
 
 PATCHES, CHANNELS = 16, 24
-EXTRACTOR = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "image_size": 32,
-    "patch_size": 8,
-}
+EXTRACTOR = TEST_DINOV2
 SMALL = {"hidden_dim": 32, "num_heads": 4, "encoder_blocks": 1, "decoder_layers": 1}
 
 

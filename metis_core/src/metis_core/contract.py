@@ -211,6 +211,8 @@ def describe_index(index: int) -> str:
 
 _LEFT_INDEX = torch.tensor(LEFT.indices)
 _RIGHT_INDEX = torch.tensor(RIGHT.indices)
+#: Hand (0 left, 1 right) of each of the 48 values: a hand mask expands with one gather.
+_VALUE_HAND = torch.zeros(ACTION_DIM, dtype=torch.long).index_fill_(0, _RIGHT_INDEX, 1)
 
 
 @dataclass
@@ -322,10 +324,7 @@ def hand_value_mask(hand_mask: torch.Tensor | np.ndarray) -> torch.Tensor:
         raise ContractError(
             f"hand mask: expected shape (..., 2) (left, right), got {tuple(mask.shape)}"
         )
-    out = mask.new_zeros(*mask.shape[:-1], ACTION_DIM)
-    out[..., _LEFT_INDEX] = mask[..., 0:1]
-    out[..., _RIGHT_INDEX] = mask[..., 1:2]
-    return out
+    return mask[..., _VALUE_HAND.to(mask.device)]
 
 
 def apply_hand_mask(vector: torch.Tensor, hand_mask: torch.Tensor | np.ndarray) -> torch.Tensor:

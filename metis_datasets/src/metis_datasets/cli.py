@@ -22,8 +22,6 @@ def _is_human(embodiment: str) -> bool:
     """
     from metis_core.registry import EMBODIMENTS
 
-    if embodiment.startswith("human"):
-        return True
     if embodiment not in EMBODIMENTS:
         raise ValueError(f"unknown embodiment {embodiment!r}: expected one of {EMBODIMENTS.names()} to tell human from robot frames")  # fmt: skip
     return bool(EMBODIMENTS.get(embodiment).is_human)

@@ -27,13 +27,6 @@ __all__ = [
 ]
 
 
-#: Hand (0 left, 1 right) of each of the 48 contract values: ``mask[..., _VALUE_HAND]`` is
-#: :func:`~metis_core.contract.hand_value_mask` as one gather.
-_VALUE_HAND = torch.from_numpy(
-    np.where(hand_value_mask(np.array([True, False])).numpy(), 0, 1).astype(np.int64)
-)
-
-
 @dataclass(frozen=True, kw_only=True)
 class SampleSpec:
     """What one training sample holds.
@@ -224,8 +217,8 @@ def build_sample(
         state = normalizers[STATE_KEY].normalize(state)
         action = normalizers[ACTION_KEY].normalize(action)
         # missing hands stay exactly zero after normalisation
-        state = state * torch.from_numpy(mask_all[start + hist_idx][:, _VALUE_HAND])
-        action = action * chunk_mask[:, _VALUE_HAND]
+        state = state * hand_value_mask(mask_all[start + hist_idx])
+        action = action * hand_value_mask(chunk_mask)
     subtask = ""
     for segment in dataset.episodes[episode]["subtasks"]:
         if segment.start <= local < segment.end:
