@@ -1,6 +1,6 @@
 """Kinematics benchmark: FK throughput, batched IK vs dex-retargeting, fingertip errors.
 
-Run: ``.venv/bin/python benchmarks/kinematics.py [--threads 2] [--repeats 30]``. Prints a table
+Run: ``.venv/bin/python benchmarks/kinematics.py [--threads 1] [--repeats 30]``. Prints tables
 and writes ``benchmarks/results/kinematics.json``.
 
 * FK throughput at batch 1, 30 and 1024 for ``inspire`` and ``sharpawave`` (ours: the
@@ -11,22 +11,45 @@ and writes ``benchmarks/results/kinematics.json``.
   position optimiser frame by frame (each frame warm-started from the previous one), at several
   NLopt tolerances; the speed-up is taken against the fastest dex-retargeting setting that
   reaches our fingertip error level.
-* FK → IK → FK fingertip errors for random joints inside the limits (``inspire``,
-  ``sharpawave``).
+* FK → IK → FK fingertip errors (median, p99, worst) over 300 random in-limit poses, default
+  config, for every built-in hand and the plugin template (``tendon_hand``). Target: worst
+  <= 1 mm.
+* A 30-step two-hand chunk, warm-started from the previous chunk's solution: a policy re-plans
+  every control step, so chunk ``k`` covers frames ``k .. k+29`` and starts from chunk
+  ``k-1``'s solution shifted by one frame. Median and p90 over ``--repeats`` chunks of random
+  smooth motions, one hand per call and both hands in one batch
+  (``inverse_kinematics_two_hands``). Target: <= 10 ms median on one thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from metis_core.registry import EMBODIMENTS
+from metis_embodiments.urdf_hand import inverse_kinematics_two_hands
+
+HANDS = ("inspire", "fourier", "sharpawave", "leap", "human_mano", "human_manus", "tendon_hand")
+TEMPLATE_SRC = Path(__file__).resolve().parents[1] / "examples" / "plugin_template" / "src"
+
+
+def _register_template() -> None:
+    """Make the plugin template's hand available without installing it."""
+    if "tendon_hand" in EMBODIMENTS:
+        return
+    sys.path.insert(0, str(TEMPLATE_SRC))
+    from metis_tendon_hand.tendon_hand.embodiment_tendon_hand import TendonHand
+
+    EMBODIMENTS.register(TendonHand)
+
 
 RESULTS = Path(__file__).parent / "results" / "kinematics.json"
 
@@ -152,10 +175,10 @@ def ik_chunk(repeats: int, steps: int = 30) -> dict:
     return result
 
 
-def round_trip(samples: int = 256) -> list[dict]:
-    """FK → IK → FK fingertip errors (mm) for random joints inside the limits."""
+def round_trip(samples: int = 300) -> list[dict]:
+    """FK → IK → FK fingertip errors (mm) for random joints inside the limits, every hand."""
     rows = []
-    for name in ("inspire", "sharpawave"):
+    for name in HANDS:
         for side in ("right", "left"):
             hand = EMBODIMENTS.create(name, side=side)
             joints = hand.sample_joints(samples, generator=torch.Generator().manual_seed(7))
@@ -163,11 +186,12 @@ def round_trip(samples: int = 256) -> list[dict]:
             start = time.perf_counter()
             result = hand.inverse_kinematics(target)
             elapsed = time.perf_counter() - start
-            error = (hand.forward_kinematics(result.joints) - target).norm(dim=-1) * 1e3
+            error = (hand.forward_kinematics(result.joints.double()) - target).norm(dim=-1) * 1e3
             rows.append(
                 {
                     "hand": name,
                     "side": side,
+                    "joints": hand.num_joints,
                     "samples": samples,
                     "median_error_mm": float(error.median()),
                     "p99_error_mm": float(error.quantile(0.99)),
@@ -178,17 +202,64 @@ def round_trip(samples: int = 256) -> list[dict]:
     return rows
 
 
+def chunk_timing(repeats: int, steps: int = 30) -> list[dict]:
+    """Warm-started 30-step two-hand chunks: per-hand calls and one batched call."""
+    rows = []
+    for name in HANDS:
+        left, right = EMBODIMENTS.create(name, side="left"), EMBODIMENTS.create(name, side="right")
+        chunks = []
+        for repeat in range(repeats + 3):
+            per_hand = []
+            for h, hand in enumerate((left, right)):
+                truth = _chunk(hand, steps + 1, seed=100 + 2 * repeat + h)
+                target = hand.forward_kinematics(truth)
+                previous = hand.inverse_kinematics(target[:steps], initial_joints=truth[0]).joints
+                per_hand.append((target[1:], torch.cat([previous[1:], previous[-1:]]).double()))
+            chunks.append(per_hand)
+        for mode in ("per_hand", "batched"):
+            times, worst = [], 0.0
+            for index, ((t_left, w_left), (t_right, w_right)) in enumerate(chunks):
+                start = time.perf_counter()
+                if mode == "per_hand":
+                    r_left = left.inverse_kinematics(t_left, initial_joints=w_left)
+                    r_right = right.inverse_kinematics(t_right, initial_joints=w_right)
+                else:
+                    r_left, r_right = inverse_kinematics_two_hands(
+                        left, right, t_left, t_right, left_initial=w_left, right_initial=w_right
+                    )
+                elapsed = time.perf_counter() - start
+                if index >= 3:  # warm-up
+                    times.append(elapsed)
+                for hand, result, target in ((left, r_left, t_left), (right, r_right, t_right)):
+                    reached = hand.forward_kinematics(result.joints.double())
+                    worst = max(worst, float((reached - target).norm(dim=-1).max()))
+            ordered = sorted(times)
+            rows.append(
+                {
+                    "hand": name,
+                    "mode": mode,
+                    "frames": 2 * steps,
+                    "median_ms": statistics.median(times) * 1e3,
+                    "p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1e3,
+                    "max_error_mm": worst * 1e3,
+                }
+            )
+    return rows
+
+
 def main() -> None:
     """Run everything, print the tables and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=30, help="timed repetitions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    _register_template()
 
     fk = fk_throughput(args.repeats)
     ik = ik_chunk(args.repeats)
     rt = round_trip()
+    chunks = chunk_timing(args.repeats)
 
     print(f"\nFK throughput (torch threads = {args.threads})")
     print(f"{'hand':<11}{'batch':>6}{'ours ms':>10}{'configs/s':>12}{'pk all links ms':>17}")
@@ -203,10 +274,20 @@ def main() -> None:
         print(f"{label:<28}{d['median_ms']:>10.2f}{d['median_error_mm']:>15.5f}{d['max_error_mm']:>12.5f}")  # fmt: skip
     eq = ik["equal_error"]
     print(f"speed-up at equal error (<= {eq['error_level_mm']:.4f} mm): {eq['speedup']:.1f}x (dex ftol {eq['dex_ftol_abs']})")  # fmt: skip
-    print("\nFK -> IK -> FK fingertip error, random joints inside the limits")
-    print(f"{'hand':<11}{'side':<7}{'median mm':>11}{'p99 mm':>10}{'max mm':>10}{'IK ms':>9}")
+    print(
+        "\nFK -> IK -> FK fingertip error, 300 random poses inside the limits (target: max <= 1 mm)"
+    )
+    print(
+        f"{'hand':<13}{'side':<7}{'J':>3}{'median mm':>11}{'p99 mm':>10}{'max mm':>10}{'IK ms':>9}"
+    )
     for row in rt:
-        print(f"{row['hand']:<11}{row['side']:<7}{row['median_error_mm']:>11.6f}{row['p99_error_mm']:>10.5f}{row['max_error_mm']:>10.5f}{row['ik_ms']:>9.1f}")  # fmt: skip
+        print(f"{row['hand']:<13}{row['side']:<7}{row['joints']:>3}{row['median_error_mm']:>11.6f}{row['p99_error_mm']:>10.5f}{row['max_error_mm']:>10.5f}{row['ik_ms']:>9.1f}")  # fmt: skip
+    print(
+        f"\n30-step two-hand chunk, warm-started (target: median <= 10 ms, {args.threads} thread)"
+    )
+    print(f"{'hand':<13}{'mode':<10}{'median ms':>10}{'p90 ms':>9}{'max err mm':>12}")
+    for row in chunks:
+        print(f"{row['hand']:<13}{row['mode']:<10}{row['median_ms']:>10.2f}{row['p90_ms']:>9.2f}{row['max_error_mm']:>12.5f}")  # fmt: skip
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -214,10 +295,13 @@ def main() -> None:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "threads": args.threads,
+            "load_average": list(os.getloadavg()),
+            "cpus": os.cpu_count(),
         },
         "fk_throughput": fk,
         "ik_chunk": ik,
         "round_trip": rt,
+        "chunk_timing": chunks,
     }
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2))

@@ -71,7 +71,14 @@ def test_metis_plugins_lists_the_template_and_a_broken_plugin(
             "broken_hooks_mod": "raise RuntimeError('simulated: hook module crashed')\n",
         },
     )
-    result = _metis("plugins", extra_path=[installed_template, broken])
+    # Listing alone imports no component (fast, no torch): it sees the broken hook module.
+    listing = _metis("plugins", extra_path=[installed_template, broken])
+    assert listing.returncode == 0, listing.stderr
+    assert "broken_hand" in listing.stdout  # listed by name, not imported
+    assert "broken plugins (1)" in listing.stdout
+    result = _metis(
+        "plugins", "--check", "--kind", "embodiments", extra_path=[installed_template, broken]
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "tendon_hand" in out
@@ -82,13 +89,25 @@ def test_metis_plugins_lists_the_template_and_a_broken_plugin(
     assert "RuntimeError: simulated: hook module crashed" in out
 
     as_json = json.loads(
-        _metis("plugins", "--json", extra_path=[installed_template, broken]).stdout
+        _metis(
+            "plugins",
+            "--check",
+            "--json",
+            "--kind",
+            "embodiments",
+            extra_path=[installed_template, broken],
+        ).stdout
     )
     names = {row["name"] for row in as_json["components"]["embodiments"]}
     assert "tendon_hand" in names
     assert "broken_hand" not in names
     assert {b["name"] for b in as_json["broken"]} == {"broken_hand", "broken_hooks"}
-    assert _metis("plugins", "--strict", extra_path=[installed_template, broken]).returncode == 1
+    assert (
+        _metis(
+            "plugins", "--strict", "--kind", "embodiments", extra_path=[installed_template, broken]
+        ).returncode
+        == 1
+    )
 
 
 def test_template_command_comes_through_the_hook(installed_template: Path) -> None:

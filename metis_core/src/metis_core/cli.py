@@ -1,17 +1,58 @@
-"""The ``metis`` command-line tool. Plugins add commands through the ``register_commands`` hook."""
+"""The ``metis`` command-line tool. Plugins add commands through the ``register_commands`` hook.
+
+Starting the tool imports no torch: ``metis --help`` and ``metis plugins`` (which lists the
+registered components from their entry points, without importing them) answer in well under a
+second and a half. ``metis plugins --check`` imports every component to find the broken ones.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+from typing import Any
 
 import click
 
-from metis_core.contract import ACTION_DIM, HAND_CONTRACT, describe_index
 from metis_core.plugins import get_plugin_manager
 from metis_core.registry import REGISTRIES
 
-__all__ = ["cli", "main"]
+__all__ = ["LazyCommand", "cli", "main"]
+
+
+class LazyCommand(click.Command):
+    """A command (or group) that is imported only when it runs.
+
+    ``metis --help`` lists it from its name and help text; running it imports ``target``
+    (``"module:attribute"``, a click command) and hands it the remaining arguments. Plugins use
+    it so that listing the commands does not import torch.
+
+    Args:
+        name: The sub-command's name.
+        target: ``"module:attribute"`` of the real click command.
+        help: One-line help shown by ``metis --help``.
+    """
+
+    def __init__(self, name: str, target: str, help: str) -> None:
+        super().__init__(
+            name=name,
+            help=help,
+            add_help_option=False,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        )
+        self.target = target
+
+    def load(self) -> click.Command:
+        """Import the real command."""
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.args = list(args)
+        return []
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return self.load().main(args=ctx.args, prog_name=ctx.command_path, standalone_mode=True)
 
 
 @click.group(name="metis")
@@ -20,24 +61,57 @@ def cli() -> None:
     """METIS toolkit: dexterous VLA policies from multi-source egocentric data."""
 
 
+def _unique(items: list[dict[str, str]]) -> list[dict[str, str]]:
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for item in items:
+        key = (item["group"], item["name"], item["value"])
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
 @cli.command("plugins")
 @click.option("--kind", type=click.Choice(sorted(REGISTRIES)), help="Only this kind of component.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--traceback", "show_traceback", is_flag=True, help="Print the traceback of each broken plugin."
 )
-@click.option("--strict", is_flag=True, help="Exit with status 1 if any plugin is broken.")
-def plugins_command(kind: str | None, as_json: bool, show_traceback: bool, strict: bool) -> None:
-    """List every registered component by kind, and every plugin that fails to load."""
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Import every component (slower: loads torch) and list those that fail to import.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Imply --check; exit with status 1 if any plugin, hook or component is broken.",
+)
+def plugins_command(
+    kind: str | None, as_json: bool, show_traceback: bool, check: bool, strict: bool
+) -> None:
+    """List every registered component by kind, and every plugin that fails to load.
+
+    Without --check, components are listed from their entry points without being imported;
+    plugin modules that fail to import and hooks that raise are always reported.
+    """
+    check = check or strict
     manager = get_plugin_manager()
     report: dict[str, list[dict[str, str]]] = {}
-    broken = [b.__dict__ for b in manager.broken]
+    broken: list[dict[str, str]] = []
     for registry_kind, registry in REGISTRIES.items():
         if kind and registry_kind != kind:
             continue
-        loaded, failed = registry.load_all()
+        if check:
+            loaded, failed = registry.load_all()
+            names = sorted(loaded)
+            broken.extend(b.__dict__ for b in failed)
+        else:
+            names = registry.names()
+            broken.extend(b.__dict__ for b in registry.broken())
         rows = []
-        for name in sorted(loaded):
+        for name in names:
             info = registry.info(name)
             rows.append(
                 {
@@ -48,9 +122,10 @@ def plugins_command(kind: str | None, as_json: bool, show_traceback: bool, stric
                 }
             )
         report[registry_kind] = rows
-        broken.extend(b.__dict__ for b in failed)
+    # Plugin modules that failed to import and hook implementations that raised.
+    broken = _unique([b.__dict__ for b in manager.broken] + broken)
     if as_json:
-        click.echo(json.dumps({"components": report, "broken": broken}, indent=2))
+        click.echo(json.dumps({"components": report, "broken": broken, "checked": check}, indent=2))
     else:
         for registry_kind, rows in report.items():
             click.secho(f"{registry_kind} ({len(rows)})", bold=True)
@@ -71,6 +146,8 @@ def plugins_command(kind: str | None, as_json: bool, show_traceback: bool, stric
                 click.echo(f"    {item['error']}")
                 if show_traceback and item["traceback"]:
                     click.echo("    " + item["traceback"].rstrip().replace("\n", "\n    "))
+        if not check:
+            click.echo("(components listed without importing them; --check imports each one)")
     if strict and broken:
         sys.exit(1)
 
@@ -78,8 +155,9 @@ def plugins_command(kind: str | None, as_json: bool, show_traceback: bool, stric
 @cli.command("contract")
 def contract_command() -> None:
     """Print the layout of the hand action contract."""
+    from metis_core.contract import ACTION_DIM, HAND_CONTRACT, describe_index
+
     click.echo(f"{HAND_CONTRACT.id}: {ACTION_DIM} float32 values (metres)")
-    start = 0
     groups: list[tuple[int, int, str]] = []
     for index in range(ACTION_DIM):
         label = describe_index(index).rsplit(".", 1)[0].split("[")[0]
@@ -95,10 +173,20 @@ _commands_loaded = False
 
 
 def _load_plugin_commands() -> None:
+    """Let every plugin add its commands; one whose hook raises is reported, not fatal."""
     global _commands_loaded
-    if not _commands_loaded:
-        _commands_loaded = True
-        get_plugin_manager().hook.register_commands(cli=cli)
+    if _commands_loaded:
+        return
+    _commands_loaded = True
+    manager = get_plugin_manager()
+    before = len(manager.broken)
+    manager.call_isolated("register_commands", cli=cli)
+    for failure in manager.broken[before:]:
+        click.echo(
+            f"metis: warning: plugin {failure.name!r} ({failure.distribution}) failed in "
+            f"{failure.value}: {failure.error}; see `metis plugins`",
+            err=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,10 @@ A saved component is a directory (or a Hugging Face Hub repository) holding:
 * ``model.safetensors`` — the component's tensors (weights, buffers, fitted statistics).
 
 This follows the conventions of ``huggingface_hub.ModelHubMixin``; loading never unpickles.
+
+Layering: this module sits above :mod:`metis_core.registry` (which names the interfaces by path
+and imports neither them nor this module) and below :mod:`metis_core.interfaces`, so the kernel's
+imports read one way: errors/config/io/contract → plugins → registry → components → interfaces.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from metis_core.io import (
     save_safetensors,
     write_json,
 )
+from metis_core.registry import registry_for_kind
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "Component", "load_component", "resolve_pretrained"]
 
@@ -119,8 +124,17 @@ class Component:
 
     @classmethod
     def create(cls: type[ComponentT], **config: Any) -> ComponentT:
-        """Build the component from keyword config fields (defaults for the rest)."""
-        return cls.from_config(cls.config_class(**config))
+        """Build the component from keyword config fields (defaults for the rest).
+
+        Raises:
+            ComponentConfigError: For an unknown field (naming the closest valid ones, e.g.
+                ``ik_seed`` → ``ik_seeds``) or a value of the wrong type.
+        """
+        if "type" in config or "_metis" in config:
+            raise ComponentConfigError(
+                f"{cls.__name__}.create: 'type' and '_metis' are file-format keys, not config fields"
+            )
+        return cls.from_config(cls.config_class.from_dict(config))
 
     # -- tensors -----------------------------------------------------------------------------
 
@@ -231,6 +245,11 @@ class Component:
             )
         check_contract(meta.get("contract"), where=str(directory), expected=cls.contract)
         type_name = config_data["type"]
+        if not isinstance(type_name, str):
+            raise CorruptFileError(
+                f"{directory / CONFIG_NAME}: 'type' must be the component's registry name (a "
+                f"string), got {type(type_name).__name__} {type_name!r}"
+            )
         if isinstance(getattr(cls, "name", None), str) and not _is_abstract(cls):
             target_cls: type[Component] = cls
             if type_name != cls.name:
@@ -239,8 +258,6 @@ class Component:
                     f"the registry or with that component's class"
                 )
         else:
-            from metis_core.registry import registry_for_kind
-
             if not (kind or own_kind):
                 raise CorruptFileError(
                     f"{directory / CONFIG_NAME} does not record the component kind"
@@ -273,7 +290,14 @@ def resolve_pretrained(
             )
         return path
     text = str(path_or_repo)
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", text):
+    # Only a bare ``owner/name`` can be a Hub id; a mistyped local path (``runs/rvqq`` where
+    # ``runs/`` exists, ``./x``, a Path object) must fail here, without touching the network.
+    hub_like = (
+        isinstance(path_or_repo, str)
+        and not text.startswith(".")
+        and not Path(text.split("/")[0]).is_dir()
+    )
+    if hub_like and re.fullmatch(r"[\w.-]+/[\w.-]+", text):
         from huggingface_hub import snapshot_download
 
         try:
@@ -287,7 +311,8 @@ def resolve_pretrained(
             ) from err
         return resolve_pretrained(local)
     raise FileNotFoundError(
-        f"{text} does not exist (expected a directory written by save_pretrained or a Hub repo id)"
+        f"{text}: no such directory (expected a directory written by save_pretrained, or a Hub "
+        "repo id 'owner/name')"
     )
 
 

@@ -15,7 +15,10 @@ slice  meaning                                                frame
 
 The ego camera frame follows OpenCV (origin at the optical centre, x right, y down, z forward).
 A per-hand presence mask ``(..., 2)`` (left, right) travels with every vector; a missing hand's
-24 values are zeros.
+24 values are zeros. Hands with fewer than five fingers (LEAP Hand, Allegro: no little finger)
+leave the absent fingertip's 3 values at zero too; a per-fingertip mask ``(..., 2, 5)`` says which
+fingertips a recording has (:func:`fingertip_value_mask` expands both masks to the 48 values, for
+losses and statistics).
 
 Shape legend used in this package: ``B`` batch, ``T`` time, ``H`` = 2 hands, ``F`` = 5 fingers,
 ``D`` = 48 contract values, ``...`` any leading dimensions.
@@ -31,7 +34,13 @@ import numpy as np
 import torch
 
 from metis_core.errors import ContractError, ContractMismatchError
-from metis_core.rotations import matrix_to_rot6d, rot6d_to_matrix
+from metis_core.rotations import (
+    ROT6D_TOLERANCE,
+    matrix_to_rot6d,
+    numpy_to_tensor,
+    rot6d_degenerate,
+    rot6d_to_matrix,
+)
 
 __all__ = [
     "ACTION_DIM",
@@ -47,6 +56,7 @@ __all__ = [
     "apply_hand_mask",
     "check_contract",
     "describe_index",
+    "fingertip_value_mask",
     "hand_value_mask",
     "pack_hands",
     "unpack_hands",
@@ -213,6 +223,12 @@ _LEFT_INDEX = torch.tensor(LEFT.indices)
 _RIGHT_INDEX = torch.tensor(RIGHT.indices)
 #: Hand (0 left, 1 right) of each of the 48 values: a hand mask expands with one gather.
 _VALUE_HAND = torch.zeros(ACTION_DIM, dtype=torch.long).index_fill_(0, _RIGHT_INDEX, 1)
+#: Fingertip slot (hand * 5 + finger) of each value, or 10 (always present) for wrist values.
+_VALUE_FINGERTIP = torch.full((ACTION_DIM,), 2 * len(FINGERS), dtype=torch.long)
+for _layout in (LEFT, RIGHT):
+    for _f in range(len(FINGERS)):
+        _start = _layout.fingertips.start + 3 * _f
+        _VALUE_FINGERTIP[_start : _start + 3] = _layout.index * len(FINGERS) + _f
 
 
 @dataclass
@@ -243,8 +259,11 @@ def _as_tensor(x: Any, what: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    raise TypeError(f"{what}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+        return numpy_to_tensor(x, what)  # any stride or byte order
+    raise TypeError(
+        f"{what}: expected a torch.Tensor or numpy.ndarray, got "
+        f"{type(x).__module__}.{type(x).__qualname__}"
+    )
 
 
 def unpack_hands(vector: torch.Tensor | np.ndarray, hand_mask: Any = None) -> HandPoses:
@@ -327,16 +346,76 @@ def hand_value_mask(hand_mask: torch.Tensor | np.ndarray) -> torch.Tensor:
     return mask[..., _VALUE_HAND.to(mask.device)]
 
 
-def apply_hand_mask(vector: torch.Tensor, hand_mask: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Zero the 24 values of every missing hand (out of place).
+def fingertip_value_mask(
+    hand_mask: torch.Tensor | np.ndarray, fingertip_mask: torch.Tensor | np.ndarray | None = None
+) -> torch.Tensor:
+    """Expand hand and fingertip presence to ``(..., 48)``: True where a value is recorded.
+
+    A value is present when its hand is present and, for fingertip values, when that fingertip
+    exists on the hand (a four-finger hand has no little fingertip). Losses and statistics
+    multiply by (or select with) this mask so that absent fingertips neither count nor pull.
+
+    Args:
+        hand_mask: ``(..., 2)`` bool (left, right).
+        fingertip_mask: ``(..., 2, 5)`` bool (hand × thumb..little), broadcastable against
+            ``hand_mask``'s leading dimensions (e.g. ``(2, 5)`` for a whole recording, built from
+            ``torch.stack([left.fingertip_mask, right.fingertip_mask])``); all present if omitted.
+
+    Returns:
+        ``(..., 48)`` bool.
+
+    Raises:
+        ContractError: For wrong shapes or masks that do not broadcast.
+    """
+    values = hand_value_mask(hand_mask)
+    if fingertip_mask is None:
+        return values
+    tips = _as_tensor(fingertip_mask, "fingertip_value_mask fingertip_mask").bool()
+    if tips.shape[-2:] != (2, len(FINGERS)):
+        raise ContractError(
+            f"fingertip mask: expected shape (..., 2, 5) (left/right × thumb, index, middle, "
+            f"ring, little), got {tuple(tips.shape)}"
+        )
+    flat = tips.reshape(*tips.shape[:-2], 2 * len(FINGERS))
+    flat = torch.cat([flat, flat.new_ones(*flat.shape[:-1], 1)], dim=-1)  # slot 10: wrist values
+    per_value = flat[..., _VALUE_FINGERTIP.to(flat.device)]
+    try:
+        return values & per_value.to(values.device)
+    except RuntimeError:
+        raise ContractError(
+            f"fingertip mask of shape {tuple(tips.shape)} does not broadcast against hand mask "
+            f"of shape {(*values.shape[:-1], 2)}"
+        ) from None
+
+
+def apply_hand_mask(
+    vector: torch.Tensor,
+    hand_mask: torch.Tensor | np.ndarray,
+    *,
+    fingertip_mask: torch.Tensor | np.ndarray | None = None,
+) -> torch.Tensor:
+    """Zero the 24 values of every missing hand (and absent fingertips), out of place.
 
     Args:
         vector: ``(..., 48)``.
         hand_mask: ``(..., 2)`` bool, broadcastable to the leading dimensions of ``vector``.
+        fingertip_mask: Optional ``(..., 2, 5)`` fingertip presence (see
+            :func:`fingertip_value_mask`).
+
+    Raises:
+        ContractError: If the masks do not broadcast against ``vector``.
     """
     vector = _as_tensor(vector, "apply_hand_mask")
     _check_dim(vector, "apply_hand_mask")
-    values = hand_value_mask(hand_mask).to(vector.device)
+    values = fingertip_value_mask(hand_mask, fingertip_mask).to(vector.device)
+    try:
+        torch.broadcast_shapes(values.shape, vector.shape)
+    except RuntimeError:
+        raise ContractError(
+            f"apply_hand_mask: a hand mask of shape {(*values.shape[:-1], 2)} does not "
+            f"broadcast against vectors of shape {tuple(vector.shape)}; expected "
+            f"{(*vector.shape[:-1], 2)} or a shape broadcastable to it"
+        ) from None
     return vector * values.to(vector.dtype)
 
 
@@ -385,7 +464,8 @@ def validate_hand_vector(
     name: str = "hand vector",
     contract: ContractSpec | Mapping[str, Any] | str | None = HAND_CONTRACT,
     require_float32: bool = False,
-    rot6d_tolerance: float = 1e-6,
+    rot6d_tolerance: float = ROT6D_TOLERANCE,
+    fingertip_mask: Any = None,
 ) -> None:
     """Check that ``vector`` is a well-formed ``metis-hand-v1`` vector or batch of them.
 
@@ -400,7 +480,11 @@ def validate_hand_vector(
         name: What the vector is (``"action"``, ``"observation.state"``), for messages.
         contract: The contract the data claims to follow; checked against ``metis-hand-v1``.
         require_float32: Demand float32 exactly (storage); otherwise any float dtype.
-        rot6d_tolerance: Minimum norm of each 6D half and of the second half's orthogonal part.
+        rot6d_tolerance: Minimum norm of each 6D half and of the second half's orthogonal part
+            (the test of :func:`metis_core.rotations.rot6d_degenerate`, which
+            ``rot6d_to_matrix(strict=True)`` applies too).
+        fingertip_mask: Optional ``(..., 2, 5)`` fingertip presence; absent fingertips' values
+            must then be zeros.
 
     Raises:
         ContractError: With a message naming the problem; ``ContractMismatchError`` for a
@@ -412,7 +496,7 @@ def validate_hand_vector(
         raise ContractError(
             f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(vector).__name__}"
         )
-    tensor = torch.from_numpy(np.asarray(vector)) if isinstance(vector, np.ndarray) else vector
+    tensor = _as_tensor(vector, name)
     _check_dim(tensor, name)
     if not tensor.is_floating_point():
         raise ContractError(f"{name}: expected float32 values (metres), got dtype {tensor.dtype}")
@@ -428,24 +512,23 @@ def validate_hand_vector(
         )
     lead = tuple(tensor.shape[:-1])
     mask = None
-    if hand_mask is not None:
-        mask = validate_hand_mask(hand_mask, lead, name=f"{name} hand_mask")
-        absent_values = ~hand_value_mask(mask)
+    if hand_mask is not None or fingertip_mask is not None:
+        mask = validate_hand_mask(
+            hand_mask if hand_mask is not None else torch.ones(*lead, 2, dtype=torch.bool),
+            lead,
+            name=f"{name} hand_mask",
+        )
+        absent_values = ~fingertip_value_mask(mask, fingertip_mask)
         nonzero_absent = absent_values & (tensor != 0)
         if bool(nonzero_absent.any()):
             bad = nonzero_absent.nonzero()[0].tolist()
             raise ContractError(
                 f"{name}: hand marked missing has non-zero values (first at index {tuple(bad)}, "
-                f"{describe_index(bad[-1])}); a missing hand's 24 values must be zeros"
+                f"{describe_index(bad[-1])}); a missing hand's 24 values (and an absent "
+                "fingertip's 3) must be zeros"
             )
     for layout in (LEFT, RIGHT):
-        rot6d = tensor[..., layout.wrist_rot6d].double()
-        a1, a2 = rot6d[..., :3], rot6d[..., 3:]
-        n1 = a1.norm(dim=-1)
-        a2_orth = (
-            a2 - (a1 * a2).sum(-1, keepdim=True) * a1 / n1.clamp_min(1e-300).unsqueeze(-1) ** 2
-        )
-        degenerate = (n1 < rot6d_tolerance) | (a2_orth.norm(dim=-1) < rot6d_tolerance)
+        degenerate = rot6d_degenerate(tensor[..., layout.wrist_rot6d], rot6d_tolerance)
         if mask is not None:
             degenerate = degenerate & mask[..., layout.index]
         if bool(degenerate.any()):

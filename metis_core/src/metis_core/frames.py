@@ -6,6 +6,8 @@
 * x: ``y × z``, so that (x, y, z) is right-handed.
 
 For a right hand, x then points out of the palm (for a left hand, out of the back of the hand).
+:func:`to_paper_frame` and :func:`from_paper_frame` convert to and from the wrist frames of the
+METIS paper's appendix (see :data:`PAPER_FROM_WRIST`).
 The construction only uses keypoints, so human hands and robot hands (whose embodiments state
 the fixed transform from their base link to this frame) agree.
 """
@@ -18,9 +20,13 @@ import numpy as np
 import torch
 
 from metis_core.errors import ContractError
+from metis_core.rotations import numpy_to_tensor
 
 __all__ = [
+    "PAPER_FROM_WRIST",
+    "from_paper_frame",
     "from_wrist_frame",
+    "to_paper_frame",
     "to_wrist_frame",
     "wrist_frame_from_keypoints",
 ]
@@ -28,10 +34,13 @@ __all__ = [
 
 def _tensor(x: Any, what: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
+        return numpy_to_tensor(x, what)
     if isinstance(x, torch.Tensor):
         return x
-    raise TypeError(f"{what}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    raise TypeError(
+        f"{what}: expected a torch.Tensor or numpy.ndarray, got "
+        f"{type(x).__module__}.{type(x).__qualname__}"
+    )
 
 
 def wrist_frame_from_keypoints(
@@ -50,8 +59,9 @@ def wrist_frame_from_keypoints(
         index_mcp: ``(..., 3)`` index-finger MCP joint.
         middle_mcp: ``(..., 3)`` middle-finger MCP joint.
         little_mcp: ``(..., 3)`` little-finger MCP joint.
-        strict: Raise on degenerate keypoints (coincident or collinear). If False, degenerate
-            entries get the identity rotation, for batches where missing hands are zeros.
+        strict: Raise on degenerate keypoints (coincident, collinear, NaN or infinite). If
+            False, degenerate entries get the identity rotation, for batches where missing hands
+            are zeros (or NaN).
         eps: Length below which a direction counts as degenerate (metres).
 
     Returns:
@@ -75,7 +85,13 @@ def wrist_frame_from_keypoints(
     z_unit = z / z_norm.clamp_min(eps)
     y = across - (across * z_unit).sum(-1, keepdim=True) * z_unit
     y_norm = y.norm(dim=-1, keepdim=True)
-    degenerate = (z_norm < eps) | (y_norm < eps)
+    finite = torch.stack([torch.isfinite(t).all(-1) for t in tensors]).all(0)[..., None]
+    if strict and not bool(finite.all()):
+        where = tuple((~finite).squeeze(-1).nonzero()[0].tolist()) if finite.dim() > 1 else ()
+        raise ContractError(
+            f"wrist_frame_from_keypoints: keypoints contain NaN or infinity at batch index {where}"
+        )
+    degenerate = ~(z_norm >= eps) | ~(y_norm >= eps) | ~finite  # NaN norms count as degenerate
     if strict and bool(degenerate.any()):
         where = tuple(degenerate.squeeze(-1).nonzero()[0].tolist()) if degenerate.dim() > 1 else ()
         raise ContractError(
@@ -127,3 +143,48 @@ def from_wrist_frame(
     """
     p, o, r = _tensor(points_in_wrist, "points_in_wrist"), _tensor(wrist_position, "wrist_position"), _tensor(wrist_rotation, "wrist_rotation")  # fmt: skip
     return torch.einsum("...ij,...nj->...ni", r, p) + o[..., None, :]
+
+
+#: The paper's appendix wrist axes in our wrist frame, per side. Each matrix R has the paper's
+#: x, y and z axes as columns, so that ``p_ours = R @ p_paper``.
+#:
+#: * Ours, both sides (built from keypoints): z from the wrist to the middle MCP (towards the
+#:   fingertips), y from the little towards the index MCP (towards the thumb side), x = y × z,
+#:   which points out of the palm of a right hand and out of the back of a left hand.
+#: * The paper's: left hand x towards the fingertips, right hand x along the forearm (from the
+#:   hand towards the elbow); both: y from the palm to the back of the hand, z from the little
+#:   finger to the thumb.
+#:
+#: Left: paper x = our z, paper y = our x (out of the back), paper z = our y. Right: paper
+#: x = −z, paper y = −x (our x points out of the palm), paper z = y. Both are proper rotations.
+PAPER_FROM_WRIST: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "left": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 0.0, 0.0)),
+    "right": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0), (-1.0, 0.0, 0.0)),
+}
+
+
+def _paper_rotation(side: str, like: torch.Tensor) -> torch.Tensor:
+    if side not in PAPER_FROM_WRIST:
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    return torch.tensor(PAPER_FROM_WRIST[side], dtype=like.dtype, device=like.device)
+
+
+def to_paper_frame(points: torch.Tensor | np.ndarray, side: str) -> torch.Tensor:
+    """Points in our wrist frame → the same points in the paper's appendix wrist frame.
+
+    Args:
+        points: ``(..., 3)`` in the contract wrist frame of a ``side`` hand (e.g. fingertips).
+        side: ``"left"`` or ``"right"``.
+
+    Returns:
+        ``(..., 3)``: ``Rᵀ p`` with ``R = PAPER_FROM_WRIST[side]``. A wrist rotation (wrist →
+        camera) converts the same way: ``R_cam_paper = R_cam_ours @ R``.
+    """
+    p = _tensor(points, "points")
+    return p @ _paper_rotation(side, p)
+
+
+def from_paper_frame(points: torch.Tensor | np.ndarray, side: str) -> torch.Tensor:
+    """Inverse of :func:`to_paper_frame`: paper appendix wrist frame → our wrist frame (``R p``)."""
+    p = _tensor(points, "points")
+    return p @ _paper_rotation(side, p).T

@@ -20,10 +20,13 @@ from metis_core.episode import Episode
 __all__ = [
     "ActionHead",
     "Backbone",
+    "BackboneOutput",
     "DatasetSource",
     "Embodiment",
+    "Env",
     "IKResult",
     "KinematicsBackend",
+    "Policy",
     "Tokenizer",
 ]
 
@@ -73,10 +76,32 @@ class Tokenizer(Component, abc.ABC):
         """
 
 
-class Backbone(Component, torch.nn.Module, abc.ABC):
-    """A vision-language model that maps images and token ids to hidden states.
+@dataclass
+class BackboneOutput:
+    """What a backbone's language model returns for a sequence of embeddings.
 
-    Registry kind ``backbones``, entry-point group ``metis.backbones``.
+    Args:
+        logits: ``(B, N, V)`` next-token logits (``V`` may exceed the tokenizer: padded rows).
+        hidden_states: ``(B, N, hidden)`` last-layer hidden states (after the final norm).
+        cache: The key/value cache to continue from (``None`` unless ``use_cache``).
+    """
+
+    logits: torch.Tensor
+    hidden_states: torch.Tensor
+    cache: Any = None
+
+
+class Backbone(Component, torch.nn.Module, abc.ABC):
+    """A vision-language model: images to embeddings in the language model's space, and a
+    causal language model over any sequence of embeddings.
+
+    The METIS policy composes sequences itself (``<bos> <image tokens> <prompt> ...``), so a
+    backbone only has to embed images and tokens and run its language model. That keeps the
+    image path explicit (the vision towers run once per call, also with a key/value cache) and
+    makes teacher forcing and generation see the same hidden states.
+
+    Registry kind ``backbones``, entry-point group ``metis.backbones``. Shape legend: ``P``
+    image tokens per image, ``L`` token ids, ``N`` embedded positions.
     """
 
     kind: ClassVar[str] = "backbones"
@@ -84,9 +109,65 @@ class Backbone(Component, torch.nn.Module, abc.ABC):
     @property
     @abc.abstractmethod
     def hidden_size(self) -> int:
-        """Width of the hidden states the backbone returns."""
+        """Width of the hidden states the language model returns."""
+
+    @property
+    @abc.abstractmethod
+    def num_image_tokens(self) -> int:
+        """``P``: embeddings one image becomes."""
+
+    @property
+    @abc.abstractmethod
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` the vision towers read."""
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Rows of the language model's input embedding (padded, so possibly more than the tokenizer has)."""
 
     @abc.abstractmethod
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 RGB images (any size) → ``pixel_values`` for :meth:`embed_images`."""
+
+    @abc.abstractmethod
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``pixel_values`` → ``(B, P, hidden)`` image embeddings in the language model's space."""
+
+    @abc.abstractmethod
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` ids → ``(B, L, hidden)`` input embeddings."""
+
+    @abc.abstractmethod
+    def run_language_model(
+        self,
+        inputs_embeds: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        use_cache: bool = False,
+    ) -> BackboneOutput:
+        """Run the causal language model over ``(B, N, hidden)`` embeddings.
+
+        Args:
+            inputs_embeds: The sequence (or, with ``cache``, its continuation).
+            attention_mask: ``(B, N_total)`` 1 for real positions, cached ones included.
+            position_ids: ``(B, N)`` positions of ``inputs_embeds`` (default: after the cache).
+            cache: What a previous call returned, to continue from.
+            use_cache: Return a cache.
+        """
+
+    @abc.abstractmethod
+    def resize_vocabulary(self, size: int, *, pad_to_multiple_of: int = 64) -> int:
+        """Grow the input and output embeddings to hold ``size`` tokens.
+
+        New rows are set to the mean of the old rows (as METIS and Prismatic do), not sampled.
+
+        Returns:
+            The new number of rows (``size`` rounded up to ``pad_to_multiple_of``).
+        """
+
     def forward(
         self,
         *,
@@ -94,14 +175,25 @@ class Backbone(Component, torch.nn.Module, abc.ABC):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
-    ) -> Any:
-        """Run the model.
+    ) -> BackboneOutput:
+        """Images inserted after the first token of ``input_ids``, then the language model.
 
         Args:
-            pixel_values: ``(B, 3, H, W)`` images.
-            input_ids: ``(B, N)`` token ids.
-            attention_mask: ``(B, N)``.
+            pixel_values: What :meth:`preprocess` returned, for ``B`` images.
+            input_ids: ``(B, L)`` ids starting with ``<bos>``.
+            attention_mask: ``(B, L)``; the image positions are always attended.
+
+        Returns:
+            A :class:`BackboneOutput` over ``N = L + P`` positions.
         """
+        images = self.embed_images(pixel_values)
+        tokens = self.embed_tokens(input_ids)
+        embeds = torch.cat([tokens[:, :1], images.to(tokens.dtype), tokens[:, 1:]], 1)
+        mask = None
+        if attention_mask is not None:
+            ones = attention_mask.new_ones(attention_mask.shape[0], images.shape[1])
+            mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], 1)
+        return self.run_language_model(embeds, attention_mask=mask, **kwargs)
 
 
 class ActionHead(Component, torch.nn.Module, abc.ABC):
@@ -112,18 +204,30 @@ class ActionHead(Component, torch.nn.Module, abc.ABC):
 
     kind: ClassVar[str] = "action_heads"
 
+    @property
+    @abc.abstractmethod
+    def chunk_len(self) -> int:
+        """``C``: actions per predicted chunk."""
+
     @abc.abstractmethod
     def forward(
-        self, hidden_states: torch.Tensor, proprio: torch.Tensor, **kwargs: Any
+        self,
+        hidden_states: torch.Tensor,
+        proprio: torch.Tensor,
+        *,
+        image_states: torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
         """Predict actions.
 
         Args:
-            hidden_states: ``(B, N, hidden)`` states of the tokens the head attends to.
-            proprio: ``(B, D)`` current hand state.
+            hidden_states: ``(B, N, hidden)`` last-layer states of the tokens the head reads
+                (METIS: the 44 dynamics tokens, at the positions where they are inputs).
+            proprio: ``(B, D)`` current hand state (normalised).
+            image_states: ``(B, P, hidden)`` last-layer states at the image positions.
 
         Returns:
-            ``(B, C, D)`` action chunk.
+            ``(B, C, D)`` action chunk (normalised).
         """
 
 
@@ -149,6 +253,29 @@ class KinematicsBackend(Protocol):
 
     def __call__(self, joints: torch.Tensor) -> torch.Tensor:
         """``(..., J)`` joints → ``(..., F, 3)`` fingertips in the contract wrist frame."""
+        ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that turns an observation into a chunk of contract actions.
+
+    ``metis_core.vla.MetisPolicy`` sessions, a client of a remote ``POST /act`` server and the
+    simulator's scripted or replay policies all satisfy it, so an evaluator can drive any of them.
+    """
+
+    def predict_action(self, images: Any, instruction: str, state: Any) -> Any:
+        """Predict the next action chunk.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB ego image, or ``(B, H, W, 3)`` for a batch.
+            instruction: The task's language instruction.
+            state: ``(D,)`` (or ``(B, D)``) current hand state in the contract.
+
+        Returns:
+            Either a ``(C, D)`` (or ``(B, C, D)``) float32 array/tensor, or an object whose
+            ``actions`` attribute is one (e.g. :class:`metis_core.vla.modeling_metis.ActionPrediction`).
+        """
         ...
 
 
@@ -197,6 +324,63 @@ class Embodiment(Component, abc.ABC):
     def num_joints(self) -> int:
         """``J``."""
         return len(self.joint_names)
+
+    @property
+    def fingertip_mask(self) -> torch.Tensor:
+        """``(F,)`` bool: which contract fingertips (thumb .. little) the hand has.
+
+        All five by default. A hand without a finger (LEAP Hand, Allegro: no little finger)
+        returns False there; its forward kinematics reports that fingertip as zeros, its inverse
+        kinematics ignores that target, and datasets recorded on it mask those values (see
+        :func:`metis_core.contract.fingertip_value_mask`).
+        """
+        return torch.ones(len(self.fingertip_names), dtype=torch.bool)
+
+    @property
+    def present_fingertips(self) -> tuple[str, ...]:
+        """Names of the fingertips the hand has, in contract order."""
+        mask = self.fingertip_mask.tolist()
+        return tuple(n for n, m in zip(self.fingertip_names, mask, strict=True) if m)
+
+    def sanity_problems(self) -> list[str]:
+        """Findings of the embodiment's model checks (empty when sound).
+
+        Robot hands built from a URDF check that no wrist or arm joints remain, that the open
+        hand's fingertips lie forward of the wrist and that the calibration is a proper
+        rotation; the conformance suite asserts this list is empty.
+        """
+        return []
+
+    @classmethod
+    def inverse_kinematics_pair(
+        cls,
+        left: Embodiment,
+        right: Embodiment,
+        left_fingertips: torch.Tensor,
+        right_fingertips: torch.Tensor,
+        *,
+        left_initial: torch.Tensor | None = None,
+        right_initial: torch.Tensor | None = None,
+    ) -> tuple[IKResult, IKResult]:
+        """Both hands' IK. The default is one call per hand; a hand class may solve the two in
+        one batch (URDF hands whose left is the mirrored right do), which a control loop that
+        solves a two-hand chunk per step benefits from.
+
+        Args:
+            left: The left hand.
+            right: The right hand.
+            left_fingertips: ``(..., F, 3)`` left targets in the left wrist frame.
+            right_fingertips: ``(..., F, 3)`` right targets.
+            left_initial: Warm start of the left hand (as for :meth:`inverse_kinematics`).
+            right_initial: Warm start of the right hand.
+
+        Returns:
+            ``(left_result, right_result)``.
+        """
+        return (
+            left.inverse_kinematics(left_fingertips, initial_joints=left_initial),
+            right.inverse_kinematics(right_fingertips, initial_joints=right_initial),
+        )
 
     def sample_joints(
         self, count: int, *, generator: torch.Generator | None = None
@@ -296,3 +480,29 @@ class DatasetSource(Component, abc.ABC):
     @abc.abstractmethod
     def iter_episodes(self, raw_dir: Path) -> Iterator[Episode]:
         """Yield the source's episodes converted to the contract."""
+
+
+class Env(Component, abc.ABC):
+    """A simulated task: a Gymnasium-style environment observed and driven in the contract.
+
+    Observations hold the ego image and the 48-D state in the ego camera frame; actions are
+    48-D contract targets (see ``metis_sim``). Subclasses usually also derive from
+    ``gymnasium.Env``; this base only fixes what the registry and the evaluators rely on.
+
+    Registry kind ``envs``, entry-point group ``metis.envs``.
+    """
+
+    kind: ClassVar[str] = "envs"
+
+    @abc.abstractmethod
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        """Start an episode; return ``(observation, info)``."""
+
+    @abc.abstractmethod
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        """Apply one ``(D,)`` contract action; return ``(obs, reward, terminated, truncated, info)``."""
+
+    @property
+    @abc.abstractmethod
+    def instruction(self) -> str:
+        """The language instruction of the current episode."""

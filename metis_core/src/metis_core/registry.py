@@ -8,6 +8,7 @@ registry              entry-point group       interface
 ``ACTION_HEADS``      ``metis.action_heads``  :class:`~metis_core.interfaces.ActionHead`
 ``EMBODIMENTS``       ``metis.embodiments``   :class:`~metis_core.interfaces.Embodiment`
 ``DATASET_SOURCES``   ``metis.datasets``      :class:`~metis_core.interfaces.DatasetSource`
+``ENVS``              ``metis.envs``          :class:`~metis_core.interfaces.Env`
 ====================  ======================  ================================================
 
 An entry maps a short name straight to the class (``motion_rvq =
@@ -25,10 +26,9 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from metis_core.errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
-from metis_core.interfaces import ActionHead, Backbone, DatasetSource, Embodiment, Tokenizer
 from metis_core.plugins import (
     BrokenPlugin,
     MetisPluginManager,
@@ -36,11 +36,22 @@ from metis_core.plugins import (
     get_plugin_manager,
 )
 
+if TYPE_CHECKING:  # the interfaces import torch; the registry itself stays light (`metis --help`)
+    from metis_core.interfaces import (
+        ActionHead,
+        Backbone,
+        DatasetSource,
+        Embodiment,
+        Env,
+        Tokenizer,
+    )
+
 __all__ = [
     "ACTION_HEADS",
     "BACKBONES",
     "DATASET_SOURCES",
     "EMBODIMENTS",
+    "ENVS",
     "REGISTRIES",
     "TOKENIZERS",
     "ComponentInfo",
@@ -88,9 +99,10 @@ class Registry(Generic[T]):
     """Name → component class for one kind.
 
     Args:
-        kind: ``"tokenizers"``, ``"backbones"``, ``"action_heads"``, ``"embodiments"`` or ``"datasets"``.
+        kind: ``"tokenizers"``, ``"backbones"``, ``"action_heads"``, ``"embodiments"``, ``"datasets"`` or ``"envs"``.
         group: Entry-point group that declares the components.
-        base: Interface every component of this kind subclasses.
+        base: Interface every component of this kind subclasses, or its ``"module:Class"``
+            path (imported on first use, so that listing names imports nothing heavy).
         plugin_manager: Factory of the pluggy manager whose ``register_components`` hook is asked.
         entry_points: Factory of the entry points of a group (tests inject their own).
     """
@@ -99,14 +111,14 @@ class Registry(Generic[T]):
         self,
         kind: str,
         group: str,
-        base: type[T],
+        base: type[T] | str,
         *,
         plugin_manager: Callable[[], MetisPluginManager] = get_plugin_manager,
         entry_points: EntryPointSource = _installed_entry_points,
     ) -> None:
         self.kind = kind
         self.group = group
-        self.base = base
+        self._base = base
         self._plugin_manager = plugin_manager
         self._entry_points = entry_points
         self._lock = threading.RLock()
@@ -117,6 +129,14 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry(kind={self.kind!r}, group={self.group!r})"
+
+    @property
+    def base(self) -> type[T]:
+        """The interface every component of this kind subclasses (imported on first use)."""
+        if isinstance(self._base, str):
+            module, _, attribute = self._base.partition(":")
+            self._base = getattr(importlib.import_module(module), attribute)
+        return self._base  # type: ignore[return-value]
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -176,17 +196,13 @@ class Registry(Generic[T]):
                 cls=component_class,
             )
 
-        try:
-            manager.hook.register_components(register=register)
-        except Exception as err:  # one faulty plugin must not hide every other component
-            self._broken["<register_components hook>"] = BrokenPlugin(
-                group="metis",
-                name="register_components",
-                value="hook",
-                distribution="?",
-                error=f"{type(err).__name__}: {err}",
-                traceback=traceback.format_exc(),
-            )
+        # Each plugin's hook runs on its own: one that raises is recorded (in the manager's
+        # `broken` list and here) and hides neither the other plugins' components nor those it
+        # registered before failing.
+        manager.call_isolated("register_components", register=register)
+        for failure in manager.broken:
+            if failure.value.startswith("register_components hook"):
+                self._broken[f"<register_components hook: {failure.name}>"] = failure
         return entries
 
     # -- public API --------------------------------------------------------------------------
@@ -332,14 +348,17 @@ class Registry(Generic[T]):
         return loaded, broken
 
 
-TOKENIZERS: Registry[Tokenizer] = Registry("tokenizers", "metis.tokenizers", Tokenizer)
-BACKBONES: Registry[Backbone] = Registry("backbones", "metis.backbones", Backbone)
-ACTION_HEADS: Registry[ActionHead] = Registry("action_heads", "metis.action_heads", ActionHead)
-EMBODIMENTS: Registry[Embodiment] = Registry("embodiments", "metis.embodiments", Embodiment)
-DATASET_SOURCES: Registry[DatasetSource] = Registry("datasets", "metis.datasets", DatasetSource)
+# Interfaces by path: importing this module (as `metis --help` does) imports no torch.
+_I = "metis_core.interfaces:"
+TOKENIZERS: Registry[Tokenizer] = Registry("tokenizers", "metis.tokenizers", _I + "Tokenizer")
+BACKBONES: Registry[Backbone] = Registry("backbones", "metis.backbones", _I + "Backbone")
+ACTION_HEADS: Registry[ActionHead] = Registry("action_heads", "metis.action_heads", _I + "ActionHead")  # fmt: skip
+EMBODIMENTS: Registry[Embodiment] = Registry("embodiments", "metis.embodiments", _I + "Embodiment")
+DATASET_SOURCES: Registry[DatasetSource] = Registry("datasets", "metis.datasets", _I + "DatasetSource")  # fmt: skip
+ENVS: Registry[Env] = Registry("envs", "metis.envs", _I + "Env")
 
 REGISTRIES: dict[str, Registry[Any]] = {
-    r.kind: r for r in (TOKENIZERS, BACKBONES, ACTION_HEADS, EMBODIMENTS, DATASET_SOURCES)
+    r.kind: r for r in (TOKENIZERS, BACKBONES, ACTION_HEADS, EMBODIMENTS, DATASET_SOURCES, ENVS)
 }
 
 

@@ -12,6 +12,7 @@ from metis_core.contract import LEFT, RIGHT, ContractError, apply_hand_mask, val
 from metis_core.rotations import (
     matrix_to_quaternion,
     matrix_to_rot6d,
+    numpy_to_tensor,
     quaternion_slerp,
     quaternion_to_matrix,
     rot6d_to_matrix,
@@ -123,7 +124,11 @@ def resample_hand_vectors(
         ContractError: For vectors that are not ``(..., T, 48)``.
         ValueError: For bad timestamps or targets outside the source range.
     """
-    x = torch.from_numpy(np.asarray(vectors)) if isinstance(vectors, np.ndarray) else vectors
+    x = (
+        numpy_to_tensor(vectors, "resample_hand_vectors")
+        if isinstance(vectors, np.ndarray)
+        else vectors
+    )
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[-1] != 48:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(vectors).__name__
         raise ContractError(
@@ -131,6 +136,11 @@ def resample_hand_vectors(
         )
     if not x.is_floating_point():
         raise ContractError(f"resample_hand_vectors: expected float vectors, got {x.dtype}")
+    if x.shape[-2] == 0:
+        raise ContractError(
+            "resample_hand_vectors: the sequence has no frames (shape "
+            f"{tuple(x.shape)}); expected at least one frame to resample"
+        )
     times = _timestamps(timestamps, "timestamps")
     if times.numel() != x.shape[-2]:
         raise ValueError(
@@ -153,11 +163,20 @@ def resample_hand_vectors(
     alpha = fraction.to(x.dtype)
     a, b = x[..., index, :], x[..., next_index, :]
     out = a + (b - a) * alpha[:, None]
-    for layout in (LEFT, RIGHT):
-        qa = matrix_to_quaternion(rot6d_to_matrix(a[..., layout.wrist_rot6d]))
-        qb = matrix_to_quaternion(rot6d_to_matrix(b[..., layout.wrist_rot6d]))
-        q = quaternion_slerp(qa, qb, alpha)
-        out[..., layout.wrist_rot6d] = matrix_to_rot6d(quaternion_to_matrix(q))
+    # Both wrists' rotations at both ends in one batch (4 small conversions instead of 16).
+    ends = torch.stack(
+        [
+            a[..., LEFT.wrist_rot6d],
+            a[..., RIGHT.wrist_rot6d],
+            b[..., LEFT.wrist_rot6d],
+            b[..., RIGHT.wrist_rot6d],
+        ]
+    )
+    quats = matrix_to_quaternion(rot6d_to_matrix(ends))
+    q = quaternion_slerp(quats[:2], quats[2:], alpha)
+    rotations = matrix_to_rot6d(quaternion_to_matrix(q))
+    out[..., LEFT.wrist_rot6d] = rotations[0]
+    out[..., RIGHT.wrist_rot6d] = rotations[1]
 
     exact = fraction <= 1e-12
     new_mask = mask[..., index, :] & (mask[..., next_index, :] | exact[:, None])

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from metis_core.errors import ContractError
+
 __all__ = [
     "axis_angle_to_matrix",
     "geodesic_angle",
@@ -30,27 +32,58 @@ __all__ = [
     "quaternion_slerp",
     "quaternion_to_matrix",
     "random_rotation_matrices",
+    "rot6d_degenerate",
     "rot6d_to_matrix",
 ]
+
+#: Default length below which a 6D half (or the second half's part orthogonal to the first) is
+#: degenerate; shared by :func:`rot6d_to_matrix` and ``metis_core.contract.validate_hand_vector``.
+ROT6D_TOLERANCE = 1e-6
 
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def numpy_to_tensor(array: np.ndarray, what: str, *, float_only: bool = False) -> torch.Tensor:
+    """A numpy array as a tensor, whatever its memory layout or byte order.
+
+    ``torch.from_numpy`` rejects arrays with negative strides (``x[::-1]``) and non-native byte
+    order (``>f4``, as read from some files); those are copied into native, contiguous form.
+
+    Raises:
+        ContractError: (a ``ValueError``) for dtypes torch cannot hold (object, strings, ...).
+    """
+    if array.dtype.kind not in "biuf" or (float_only and array.dtype.kind != "f"):
+        raise ContractError(f"{what}: expected a numeric numpy array, got dtype {array.dtype}")
+    native = array.dtype.newbyteorder("=")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=native))
+
+
 def _numpy_compatible(fn: _F) -> _F:
     """Let a torch function take and return numpy arrays too (float dtype preserved)."""
+
+    def convert(value: Any) -> tuple[Any, Any]:
+        if not isinstance(value, np.ndarray):
+            return value, None
+        dtype = value.dtype if value.dtype.kind == "f" else np.dtype(np.float32)
+        return numpy_to_tensor(value.astype(dtype, copy=False), fn.__name__), dtype.newbyteorder(
+            "="
+        )
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         numpy_dtype = None
         converted = []
         for arg in args:
-            if isinstance(arg, np.ndarray):
-                numpy_dtype = arg.dtype if np.issubdtype(arg.dtype, np.floating) else np.float32
-                converted.append(torch.from_numpy(np.ascontiguousarray(arg, dtype=numpy_dtype)))
-            else:
-                converted.append(arg)
-        result = fn(*converted, **kwargs)
+            value, dtype = convert(arg)
+            numpy_dtype = numpy_dtype or dtype
+            converted.append(value)
+        converted_kwargs = {}
+        for key, arg in kwargs.items():  # keyword arrays too (``rot6d_to_matrix(rot6d=array)``)
+            value, dtype = convert(arg)
+            numpy_dtype = numpy_dtype or dtype
+            converted_kwargs[key] = value
+        result = fn(*converted, **converted_kwargs)
         if numpy_dtype is None:
             return result
         return result.detach().cpu().numpy().astype(numpy_dtype, copy=False)
@@ -60,7 +93,10 @@ def _numpy_compatible(fn: _F) -> _F:
 
 def _check_last_dims(x: torch.Tensor, expected: tuple[int, ...], what: str) -> None:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+        raise TypeError(
+            f"{what}: expected a torch.Tensor or numpy.ndarray, got "
+            f"{type(x).__module__}.{type(x).__qualname__}"
+        )
     if tuple(x.shape[-len(expected) :]) != expected or x.dim() < len(expected):
         shape = "(..., " + ", ".join(map(str, expected)) + ")"
         raise ValueError(f"{what}: expected shape {shape}, got {tuple(x.shape)}")
@@ -82,28 +118,86 @@ def matrix_to_rot6d(matrix: ArrayT) -> ArrayT:
     return torch.cat([matrix[..., :, 0], matrix[..., :, 1]], dim=-1)
 
 
-@_numpy_compatible
-def rot6d_to_matrix(rot6d: ArrayT, eps: float = 1e-8) -> ArrayT:
-    """6D rotations back to rotation matrices by Gram–Schmidt.
+def _rot6d_parts(rot6d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(|a1|, b1, a2 − (a2·b1) b1)`` in float64 (Gram–Schmidt's first step)."""
+    a1, a2 = rot6d[..., 0:3].double(), rot6d[..., 3:6].double()
+    n1 = a1.norm(dim=-1, keepdim=True)
+    b1 = a1 / n1.clamp_min(1e-300)
+    a2_orth = a2 - (b1 * a2).sum(dim=-1, keepdim=True) * b1
+    return n1[..., 0], b1, a2_orth
 
-    The first column is the normalised first 3-vector; the second is the second 3-vector made
-    orthogonal to it and normalised; the third is their cross product. Any 6-vector whose two
-    halves are non-zero and not parallel maps to a proper rotation (det = +1).
+
+@_numpy_compatible
+def rot6d_degenerate(rot6d: ArrayT, tolerance: float = ROT6D_TOLERANCE) -> ArrayT:
+    """Which 6D rotations do not define a rotation: a zero half, or two parallel halves.
+
+    The test :func:`rot6d_to_matrix` and ``validate_hand_vector`` share: the first half's norm,
+    or the norm of the second half's part orthogonal to the first, is below ``tolerance``
+    (computed in float64, so float32 inputs are judged on their exact values).
 
     Args:
         rot6d: ``(..., 6)``.
-        eps: Floor on norms so that the map stays finite (and differentiable) for network outputs.
+        tolerance: Length threshold.
 
     Returns:
-        ``(..., 3, 3)`` rotation matrices.
+        ``(...)`` bool.
+    """
+    _check_last_dims(rot6d, (6,), "rot6d_degenerate")
+    n1, _, a2_orth = _rot6d_parts(rot6d)
+    finite = torch.isfinite(rot6d).all(-1)
+    return ~finite | (n1 < tolerance) | (a2_orth.norm(dim=-1) < tolerance)
+
+
+@_numpy_compatible
+def rot6d_to_matrix(rot6d: ArrayT, eps: float = ROT6D_TOLERANCE, *, strict: bool = False) -> ArrayT:
+    """6D rotations back to rotation matrices by Gram–Schmidt; always a proper rotation.
+
+    The first column is the normalised first 3-vector; the second is the second 3-vector made
+    orthogonal to it and normalised; the third is their cross product. The arithmetic runs in
+    float64 whatever the input dtype (in float32, nearly parallel halves would otherwise give
+    matrices that are far from orthonormal), and the result is cast back.
+
+    Degenerate inputs (see :func:`rot6d_degenerate`: a zero half, parallel halves, NaN) raise if
+    ``strict``; otherwise they still map to a proper rotation (det = +1): the identity if the
+    first half is zero, else the first column completed by a fixed perpendicular axis. The
+    contract writes zeros for missing hands, which therefore decode to the identity.
+
+    Args:
+        rot6d: ``(..., 6)``.
+        eps: Degeneracy threshold (metres-free length), as in :func:`rot6d_degenerate`.
+        strict: Raise ``ContractError`` on a degenerate input instead of completing it.
+
+    Returns:
+        ``(..., 3, 3)`` rotation matrices in the input's dtype.
+
+    Raises:
+        ContractError: If ``strict`` and an input is degenerate, naming the first one.
     """
     _check_last_dims(rot6d, (6,), "rot6d_to_matrix")
-    a1, a2 = rot6d[..., 0:3], rot6d[..., 3:6]
-    b1 = a1 / a1.norm(dim=-1, keepdim=True).clamp_min(eps)
-    a2_orth = a2 - (b1 * a2).sum(dim=-1, keepdim=True) * b1
-    b2 = a2_orth / a2_orth.norm(dim=-1, keepdim=True).clamp_min(eps)
+    n1, b1, a2_orth = _rot6d_parts(rot6d)
+    n2 = a2_orth.norm(dim=-1)
+    bad_first = ~(n1 >= eps)  # NaN counts as degenerate
+    bad_second = ~(n2 >= eps)
+    degenerate = bad_first | bad_second
+    if bool(degenerate.any()):
+        if strict:
+            where = tuple(degenerate.nonzero()[0].tolist())
+            value = [round(float(v), 6) for v in rot6d[where]]
+            raise ContractError(
+                f"rot6d_to_matrix: the 6D rotation at index {where} ({value}) does not define "
+                f"a rotation: its two halves must be non-zero and not parallel (tolerance {eps:g})"
+            )
+        eye = torch.eye(3, dtype=torch.float64, device=rot6d.device)
+        b1 = torch.where(bad_first[..., None], eye[:, 0], b1)
+        # A fixed axis perpendicular to b1: the unit axis least aligned with it, orthogonalised.
+        pick = eye[b1.abs().argmin(dim=-1)]
+        fallback = pick - (pick * b1).sum(-1, keepdim=True) * b1
+        a2_orth = torch.where(degenerate[..., None], fallback, a2_orth)
+        a2_orth = torch.where(bad_first[..., None], eye[:, 1], a2_orth)
+        n2 = a2_orth.norm(dim=-1)
+    b2 = a2_orth / n2[..., None].clamp_min(1e-300)
     b3 = torch.linalg.cross(b1, b2, dim=-1)
-    return torch.stack([b1, b2, b3], dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1).to(rot6d.dtype)
 
 
 @_numpy_compatible

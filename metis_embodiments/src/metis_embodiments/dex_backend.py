@@ -2,18 +2,22 @@
 
 dex-retargeting (Qin et al., AnyTeleop) solves one frame at a time with NLopt's SLSQP on a Huber
 loss over fingertip positions, using pinocchio for kinematics and handling URDF mimic joints
-itself. We feed it the same URDF the torch solver uses, with targets moved from the contract
-wrist frame to the URDF base link frame.
+itself. We feed it the same URDF the torch solver uses with its ``<visual>``/``<collision>``
+elements removed (a copy in a temporary directory: kinematics needs no meshes, and pinocchio
+would otherwise print "Unable to resolve filename" for every mesh it cannot find), with targets
+moved from the contract wrist frame to the URDF base link frame. Fingertips the hand does not
+have are left out of the problem.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from metis_embodiments.kinematics import HandKinematics
+from metis_embodiments.kinematics import HandKinematics, strip_geometry
 
 __all__ = ["DexRetargetingIK"]
 
@@ -49,13 +53,17 @@ class DexRetargetingIK:
                 "pip install 'dex-retargeting>=0.4' six"
             ) from error
         self.kinematics = kinematics
+        self._tmp = tempfile.TemporaryDirectory(prefix="metis_dex_")
+        urdf = Path(self._tmp.name) / Path(kinematics.urdf_path).name
+        urdf.write_text(strip_geometry(Path(kinematics.urdf_path).read_text()))
+        self._present = [i for i, link in enumerate(kinematics.fingertip_links) if link]
         config = RetargetingConfig.from_dict(
             {
                 "type": "position",
-                "urdf_path": str(Path(kinematics.urdf_path).absolute()),
+                "urdf_path": str(urdf),
                 "target_joint_names": list(kinematics.actuated_joint_names),
-                "target_link_names": list(kinematics.fingertip_links),
-                "target_link_human_indices": np.arange(5),
+                "target_link_names": [kinematics.fingertip_links[i] for i in self._present],
+                "target_link_human_indices": np.arange(len(self._present)),
                 "add_dummy_free_joint": False,
                 "low_pass_alpha": 1.0,  # no temporal filtering: pure per-frame IK
                 "normal_delta": norm_delta,
@@ -76,7 +84,7 @@ class DexRetargetingIK:
         if k.mirror:
             points = points * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
         base = points @ k.calibration_rotation.T + k.calibration_origin
-        return base.numpy()
+        return base.numpy()[self._present]
 
     def solve(
         self, fingertips: torch.Tensor, initial_joints: torch.Tensor | None = None

@@ -4,7 +4,9 @@ The human keypoints give the contract fingertips in the human wrist frame (forwa
 of the keypoint hand); those are scaled by the ratio of hand lengths (wrist to middle fingertip,
 robot over human, so a small human hand still spans a large robot hand) and handed
 to the robot's inverse kinematics. Because both hands use the same keypoint-defined wrist frame
-(each robot states its calibration), no further alignment is needed.
+(each robot states its calibration), no further alignment is needed. A robot without a finger
+(LEAP Hand: no little finger) ignores that human fingertip: its target is reported as zeros and
+its error as 0.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ class RetargetResult:
 
     Args:
         joints: ``(..., J)`` robot joints within the limits.
-        fingertip_error: ``(..., 5)`` metres between the scaled human fingertips and the robot's.
-        target_fingertips: ``(..., 5, 3)`` the scaled human fingertips in the wrist frame.
+        fingertip_error: ``(..., 5)`` metres between the scaled human fingertips and the robot's
+            (0 for fingertips the robot does not have).
+        target_fingertips: ``(..., 5, 3)`` the scaled human fingertips in the wrist frame
+            (zeros for fingertips the robot does not have).
         scale: ``(...)`` the scale applied to the human fingertips.
         iterations: Iterations of the robot's IK solver.
     """
@@ -88,6 +92,9 @@ def retarget(
     else:
         factor = torch.ones(tips.shape[:-2], dtype=tips.dtype)
     target = tips * factor[..., None, None]
+    present = robot.fingertip_mask.to(target.device)
+    if not bool(present.all()):
+        target = target * present[:, None].to(target.dtype)
     result = robot.inverse_kinematics(target, initial_joints=initial_joints)
     return RetargetResult(
         joints=result.joints,

@@ -1,9 +1,10 @@
 """The base class for robot hands described by a URDF: what a third-party hand plugin subclasses.
 
-A robot hand plugin is a subclass that names its URDF (shipped as package data), its five
-fingertip links and the links that play the wrist and MCP keypoints; everything else — couplings
-from ``<mimic>`` tags, limits, calibration to the contract wrist frame, left/right variants,
-batched FK and IK — comes from here::
+A robot hand plugin is a subclass that names its URDF (shipped as package data), its fingertip
+links (``None`` for a finger the hand does not have, e.g. the little finger of LEAP Hand) and the
+links that play the wrist and MCP keypoints; everything else — couplings from ``<mimic>`` tags,
+limits, calibration to the contract wrist frame, left/right variants, batched FK and IK, sanity
+checks of the URDF and the link choice — comes from here::
 
     @dataclass(frozen=True, kw_only=True)
     class MyHandConfig(URDFHandConfig):
@@ -20,6 +21,11 @@ batched FK and IK — comes from here::
             return Path(__file__).parent / "urdf" / "my_hand_right.urdf"
 
 Shape legend: ``J`` actuated joints, ``F`` = 5 fingertips, ``L`` links.
+
+Hands without a finger: forward kinematics reports the absent fingertip as zeros (the
+contract's value for a missing value), inverse kinematics ignores its target (any finite value,
+or NaN) and reports a zero error for it, and :attr:`URDFHand.fingertip_mask` says which
+fingertips exist, for :func:`metis_core.contract.fingertip_value_mask`.
 """
 
 from __future__ import annotations
@@ -35,12 +41,18 @@ import torch
 from metis_core.config import ComponentConfig
 from metis_core.interfaces import Embodiment, IKResult
 from metis_embodiments.ik import LMSettings, solve_fingertip_ik
-from metis_embodiments.kinematics import HandKinematics, KeypointLinks
+from metis_embodiments.kinematics import HandKinematics, KeypointLinks, check_hand_model
 
 if TYPE_CHECKING:
     from metis_embodiments.dex_backend import DexRetargetingIK
 
-__all__ = ["IK_BACKENDS", "URDFHand", "URDFHandConfig", "check_fingertips"]
+__all__ = [
+    "IK_BACKENDS",
+    "URDFHand",
+    "URDFHandConfig",
+    "check_fingertips",
+    "inverse_kinematics_two_hands",
+]
 
 #: IK backends selectable by name in :attr:`URDFHandConfig.ik_backend`.
 IK_BACKENDS = ("torch_lm", "dex_retargeting")
@@ -56,16 +68,26 @@ class URDFHandConfig(ComponentConfig):
         strict_limits: Reject joint values outside the limits in forward kinematics.
         ik_backend: ``"torch_lm"`` (batched Levenberg–Marquardt in torch) or
             ``"dex_retargeting"`` (dex-retargeting's position optimiser, frame by frame).
-        ik_max_iterations: Iteration cap of the torch solver.
+        ik_max_iterations: Iteration cap of the torch solver (per pass).
         ik_tolerance_m: The torch solver stops once every fingertip is this close (metres).
-        ik_seeds: Starting points per problem besides the warm start.
+        ik_seeds: Canonical starting points per problem without a warm start (middle of the
+            ranges, open hand, 1/4 and 3/4 of the ranges, then quasi-random points). With a warm
+            start, the first pass starts from it alone.
         ik_damping: Initial LM damping.
         ik_dtype: Arithmetic of the torch solver's iterations (``"float32"`` or ``"float64"``).
+        ik_restart_threshold_m: Problems whose worst fingertip is still farther than this after
+            the first pass are solved again from more starting points (metres).
+        ik_restart_seeds: Quasi-random starting points of a restart (besides the canonical
+            poses not tried yet). High-DoF hands with multi-joint thumbs gain from more.
+        ik_restarts: Restart passes at most (0 turns restarts off).
         dex_ftol_abs: NLopt objective tolerance of the dex-retargeting backend.
         dex_norm_delta: dex-retargeting's regulariser towards the previous frame (0 = off).
         left_model: How a left hand is built: ``"mirror"`` (the mirror image of the right-hand
             URDF, exact left/right symmetry) or ``"urdf"`` (the plugin's own left-hand URDF,
             see :meth:`URDFHand.left_urdf_path`).
+        sanity_checks: Check the URDF and the link choice when the hand is built (no wrist or
+            arm joints, open-hand fingertips forward of the wrist, a proper calibration) and
+            raise with what to change; turn off only for a hand known to violate them.
     """
 
     side: str = "right"
@@ -73,12 +95,16 @@ class URDFHandConfig(ComponentConfig):
     ik_backend: str = "torch_lm"
     ik_max_iterations: int = 40
     ik_tolerance_m: float = 1e-5
-    ik_seeds: int = 2
+    ik_seeds: int = 4
     ik_damping: float = 1e-3
     ik_dtype: str = "float32"
+    ik_restart_threshold_m: float = 2e-4
+    ik_restart_seeds: int = 32
+    ik_restarts: int = 2
     dex_ftol_abs: float = 1e-10
     dex_norm_delta: float = 0.0
     left_model: str = "mirror"
+    sanity_checks: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,6 +120,14 @@ class URDFHandConfig(ComponentConfig):
             raise ValueError(f"ik_seeds must be >= 1, got {self.ik_seeds}")
         if not self.ik_damping > 0:
             raise ValueError(f"ik_damping must be > 0, got {self.ik_damping}")
+        if not self.ik_restart_threshold_m > 0:
+            raise ValueError(
+                f"ik_restart_threshold_m must be > 0, got {self.ik_restart_threshold_m}"
+            )
+        if self.ik_restart_seeds < 1:
+            raise ValueError(f"ik_restart_seeds must be >= 1, got {self.ik_restart_seeds}")
+        if self.ik_restarts < 0:
+            raise ValueError(f"ik_restarts must be >= 0, got {self.ik_restarts}")
         if self.ik_dtype not in _DTYPES:
             raise ValueError(f"ik_dtype must be one of {sorted(_DTYPES)}, got {self.ik_dtype!r}")
         if not self.dex_ftol_abs > 0:
@@ -107,10 +141,11 @@ class URDFHandConfig(ComponentConfig):
 @functools.lru_cache(maxsize=32)
 def _kinematics(
     urdf_path: Path,
-    fingertip_links: tuple[str, ...],
+    fingertip_links: tuple[str | None, ...],
     keypoint_links: KeypointLinks,
     mirror: bool,
     joint_order: tuple[str, ...] | None,
+    sanity_checks: bool = True,
 ) -> HandKinematics:
     # Parsing the URDF and calibrating cost milliseconds; instances of one hand share them.
     return HandKinematics(
@@ -119,11 +154,20 @@ def _kinematics(
         keypoint_links=keypoint_links,
         mirror=mirror,
         joint_order=joint_order,
+        sanity_checks=sanity_checks,
     )
 
 
-def check_fingertips(name: str, fingertips: torch.Tensor) -> torch.Tensor:
-    """Validate ``(..., 5, 3)`` finite floating fingertips; raise ``ValueError`` otherwise."""
+def check_fingertips(
+    name: str, fingertips: torch.Tensor, present: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Validate ``(..., 5, 3)`` finite floating fingertips; raise ``ValueError`` otherwise.
+
+    Args:
+        name: The hand, for messages.
+        fingertips: The targets.
+        present: ``(5,)`` bool; absent fingertips' values are not checked for finiteness.
+    """
     if not isinstance(fingertips, torch.Tensor):
         raise ValueError(
             f"{name}: expected fingertips as a torch.Tensor, got {type(fingertips).__name__}"
@@ -135,7 +179,10 @@ def check_fingertips(name: str, fingertips: torch.Tensor) -> torch.Tensor:
         )
     if not fingertips.is_floating_point():
         raise ValueError(f"{name}: expected floating-point fingertips, got {fingertips.dtype}")
-    if not bool(torch.isfinite(fingertips).all()):
+    finite = torch.isfinite(fingertips).all(-1)
+    if present is not None:
+        finite = finite | ~present.to(finite.device)
+    if not bool(finite.all()):
         raise ValueError(f"{name}: fingertips contain NaN or infinity")
     return fingertips
 
@@ -147,14 +194,15 @@ class URDFHand(Embodiment, abc.ABC):
     ``fingertip_links``, ``keypoint_links`` and implement :meth:`urdf_path`.
 
     Attributes:
-        fingertip_links: The 5 fingertip links, thumb to little.
+        fingertip_links: The fingertip link of each contract finger, thumb to little; ``None``
+            for a finger the hand does not have (e.g. ``(..., "ring_tip", None)``).
         keypoint_links: Links whose origins are the wrist and index/middle/little MCP joints;
             the calibration applies :func:`metis_core.frames.wrist_frame_from_keypoints` to
             them at the zero pose.
         joint_order: Order of the actuated joints in joint vectors (default: URDF order).
     """
 
-    fingertip_links: ClassVar[tuple[str, ...]]
+    fingertip_links: ClassVar[tuple[str | None, ...]]
     keypoint_links: ClassVar[KeypointLinks]
     joint_order: ClassVar[tuple[str, ...] | None] = None
 
@@ -167,8 +215,17 @@ class URDFHand(Embodiment, abc.ABC):
                 raise ValueError(f"{self.name} ships no left-hand URDF; use left_model='mirror'")
             urdf, mirror = Path(left), False
         self.kinematics = _kinematics(
-            urdf, tuple(self.fingertip_links), self.keypoint_links, mirror, self.joint_order
+            urdf,
+            tuple(self.fingertip_links),
+            self.keypoint_links,
+            mirror,
+            self.joint_order,
+            config.sanity_checks,
         )
+        if config.sanity_checks and type(self).open_joints is not URDFHand.open_joints:
+            problems = check_hand_model(self.kinematics, self.open_joints())
+            if problems:
+                raise ValueError("\n".join(problems))
         self._dex: DexRetargetingIK | None = None
 
     @classmethod
@@ -189,6 +246,23 @@ class URDFHand(Embodiment, abc.ABC):
         return self.kinematics.actuated_joint_names
 
     @property
+    def fingertip_mask(self) -> torch.Tensor:
+        """``(5,)`` bool: which contract fingertips (thumb .. little) this hand has."""
+        return self.kinematics.fingertip_mask.clone()
+
+    def open_joints(self) -> torch.Tensor:
+        """``(J,)`` float64 joints of the open hand (default: zeros clamped into the limits).
+
+        Used by the sanity checks (open-hand fingertips lie forward of the wrist) and as a
+        canonical IK starting point; override it for a hand whose zero pose is not open.
+        """
+        return self.kinematics.open_joints()
+
+    def sanity_problems(self) -> list[str]:
+        """The sanity checks' findings (empty when the model is sound); see the module doc."""
+        return check_hand_model(self.kinematics, self.open_joints())
+
+    @property
     def joint_limits(self) -> torch.Tensor:
         """``(J, 2)`` limits from the URDF, in radians."""
         return self.kinematics.joint_limits.clone()
@@ -196,7 +270,8 @@ class URDFHand(Embodiment, abc.ABC):
     def forward_kinematics(self, joints: torch.Tensor) -> torch.Tensor:
         """``(..., J)`` joints → ``(..., 5, 3)`` fingertips in the contract wrist frame.
 
-        Batched and differentiable (pytorch-kinematics' analytic backward).
+        Batched and differentiable (pytorch-kinematics' analytic backward). A fingertip the hand
+        does not have is zeros.
 
         Raises:
             ValueError: Wrong shape or dtype, NaN, or (if ``config.strict_limits``) a value
@@ -206,23 +281,50 @@ class URDFHand(Embodiment, abc.ABC):
         flat = joints.reshape(-1, self.num_joints)
         return self.kinematics.fingertips(flat).reshape(*joints.shape[:-1], 5, 3)
 
+    @classmethod
+    def inverse_kinematics_pair(
+        cls,
+        left: Embodiment,
+        right: Embodiment,
+        left_fingertips: torch.Tensor,
+        right_fingertips: torch.Tensor,
+        *,
+        left_initial: torch.Tensor | None = None,
+        right_initial: torch.Tensor | None = None,
+    ) -> tuple[IKResult, IKResult]:
+        """Both hands in one batched solve when they can share it (see
+        :func:`inverse_kinematics_two_hands`)."""
+        return inverse_kinematics_two_hands(
+            left,
+            right,
+            left_fingertips,
+            right_fingertips,
+            left_initial=left_initial,
+            right_initial=right_initial,
+        )
+
     def inverse_kinematics(
         self, fingertips: torch.Tensor, *, initial_joints: torch.Tensor | None = None
     ) -> IKResult:
         """``(..., 5, 3)`` fingertips in the wrist frame → joints within the limits.
 
         Args:
-            fingertips: Targets; unreachable targets get the least-squares solution.
+            fingertips: Targets; unreachable targets get the least-squares solution. Targets of
+                fingertips the hand does not have are ignored (they may be NaN).
             initial_joints: ``(..., J)`` or ``(J,)`` warm start (e.g. the previous frame's
                 solution); values outside the limits are clamped.
 
         Returns:
-            :class:`IKResult` with ``joints (..., J)`` and ``fingertip_error (..., 5)`` in metres.
+            :class:`IKResult` with ``joints (..., J)`` and ``fingertip_error (..., 5)`` in metres
+            (zero for absent fingertips).
 
         Raises:
             ValueError: Bad fingertip or warm-start shapes, or NaN.
         """
-        fingertips = check_fingertips(self.name, fingertips)
+        present = self.kinematics.fingertip_mask
+        fingertips = check_fingertips(self.name, fingertips, present)
+        if not bool(present.all()):  # absent fingertips: the same zeros as forward kinematics
+            fingertips = fingertips.masked_fill(~present[:, None].to(fingertips.device), 0.0)
         batch_shape = fingertips.shape[:-2]
         flat = fingertips.reshape(-1, 5, 3)
         initial = None
@@ -239,7 +341,7 @@ class URDFHand(Embodiment, abc.ABC):
                 )
         if self.config.ik_backend == "dex_retargeting":
             joints = self.dex_backend().solve(flat, initial)
-            iterations = 0
+            iterations, error = 0, None
         else:
             settings = LMSettings(
                 max_iterations=self.config.ik_max_iterations,
@@ -247,17 +349,24 @@ class URDFHand(Embodiment, abc.ABC):
                 seeds=self.config.ik_seeds,
                 damping=self.config.ik_damping,
                 dtype=_DTYPES[self.config.ik_dtype],
+                restart_threshold_m=self.config.ik_restart_threshold_m,
+                restart_seeds=self.config.ik_restart_seeds,
+                restarts=self.config.ik_restarts,
             )
-            joints, iterations = solve_fingertip_ik(
+            joints, iterations, error = solve_fingertip_ik(
                 self.kinematics.fingertips_and_jacobian,
                 flat,
                 self.kinematics.joint_limits,
                 initial_joints=initial,
                 settings=settings,
+                open_joints=self.open_joints(),
+                groups=self.kinematics.fingertip_groups(),
+                return_errors=True,
             )
-        with torch.no_grad():
-            reached = self.kinematics.fingertips(joints.detach())
-            error = (reached - flat.detach()).norm(dim=-1)
+        if error is None:
+            with torch.no_grad():
+                reached = self.kinematics.fingertips(joints.detach())
+                error = (reached - flat.detach()).norm(dim=-1)
         return IKResult(
             joints=joints.reshape(*batch_shape, self.num_joints),
             fingertip_error=error.reshape(*batch_shape, 5),
@@ -334,3 +443,80 @@ class URDFHand(Embodiment, abc.ABC):
         joints = self.check_joints(joints, strict=False)
         flat = self.kinematics.expand_joints(joints.reshape(-1, self.num_joints))
         return flat.reshape(*joints.shape[:-1], -1)
+
+
+def inverse_kinematics_two_hands(
+    left: Embodiment,
+    right: Embodiment,
+    left_fingertips: torch.Tensor,
+    right_fingertips: torch.Tensor,
+    *,
+    left_initial: torch.Tensor | None = None,
+    right_initial: torch.Tensor | None = None,
+) -> tuple[IKResult, IKResult]:
+    """Both hands' inverse kinematics, in one batched solve when they can share it.
+
+    A left hand built as the mirror image of the right (``left_model="mirror"``, the default)
+    has the right hand's kinematics with x negated, so its targets mirrored into the right
+    hand's frame are problems of the right hand: the two hands' frames are then solved as one
+    batch (half the per-call overhead, the same results as two calls up to the solver's
+    tolerance). Otherwise (different hands or configs, one side warm-started and the other
+    not) this is two :meth:`~metis_core.interfaces.Embodiment.inverse_kinematics` calls.
+
+    Args:
+        left: The left hand.
+        right: The right hand.
+        left_fingertips: ``(..., 5, 3)`` left-hand targets in the left wrist frame.
+        right_fingertips: ``(..., 5, 3)`` right-hand targets.
+        left_initial: Warm start of the left hand, as for ``inverse_kinematics``.
+        right_initial: Warm start of the right hand.
+
+    Returns:
+        ``(left_result, right_result)``.
+
+    Raises:
+        ValueError: If ``left`` is not a left hand or ``right`` not a right hand, or for bad
+            targets.
+    """
+    if left.side != "left" or right.side != "right":
+        raise ValueError(
+            f"inverse_kinematics_two_hands: expected a left and a right hand, got "
+            f"{left.side} {left.name!r} and {right.side} {right.name!r}"
+        )
+    shared = (
+        isinstance(left, URDFHand)
+        and isinstance(right, URDFHand)
+        and type(left) is type(right)
+        and left.config.replace(side="right") == right.config
+        and right.config.ik_backend == "torch_lm"
+        and left.kinematics.mirror
+        and left.kinematics.urdf_path == right.kinematics.urdf_path
+        and isinstance(left_fingertips, torch.Tensor)
+        and isinstance(right_fingertips, torch.Tensor)
+        and left_fingertips.shape == right_fingertips.shape
+        and left_fingertips.dim() >= 2
+        and (left_initial is None) == (right_initial is None)
+    )
+    if shared and left_initial is not None:
+        assert right_initial is not None
+        shared = left_initial.shape == right_initial.shape
+    if not shared:
+        return (
+            left.inverse_kinematics(left_fingertips, initial_joints=left_initial),
+            right.inverse_kinematics(right_fingertips, initial_joints=right_initial),
+        )
+    assert isinstance(right, URDFHand)
+    mirror = torch.tensor([-1.0, 1.0, 1.0], dtype=left_fingertips.dtype)
+    targets = torch.stack([left_fingertips * mirror, right_fingertips])
+    initial = None
+    if left_initial is not None and right_initial is not None:
+        if left_initial.dim() == 1:
+            lead = left_fingertips.shape[:-2]
+            left_initial = left_initial.expand(*lead, -1)
+            right_initial = right_initial.expand(*lead, -1)
+        initial = torch.stack([left_initial, right_initial])
+    both = right.inverse_kinematics(targets, initial_joints=initial)
+    return (
+        IKResult(both.joints[0], both.fingertip_error[0], both.iterations),
+        IKResult(both.joints[1], both.fingertip_error[1], both.iterations),
+    )

@@ -11,7 +11,16 @@ __all__ = ["register_commands"]
 
 @hookimpl
 def register_commands(cli: Any) -> None:
-    """Add the ``tokenizers`` command group (the same commands as ``metis-tokenizers``)."""
-    from metis_tokenizers.cli import main
+    """Add the ``tokenizers`` command group (the same commands as ``metis-tokenizers``).
 
-    cli.add_command(main, name="tokenizers")
+    Imported only when it runs, so that ``metis --help`` does not import torch.
+    """
+    from metis_core.cli import LazyCommand
+
+    cli.add_command(
+        LazyCommand(
+            "tokenizers",
+            "metis_tokenizers.cli:main",
+            help="Train, evaluate and inspect motion tokenizers (= metis-tokenizers).",
+        )
+    )

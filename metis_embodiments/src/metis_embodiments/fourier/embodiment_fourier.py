@@ -85,9 +85,13 @@ class FourierConfig(URDFHandConfig):
         ik_seeds: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         ik_damping: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         ik_dtype: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
+        ik_restart_threshold_m: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
+        ik_restart_seeds: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
+        ik_restarts: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         dex_ftol_abs: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         dex_norm_delta: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         left_model: Only ``"mirror"``: no separate left-hand URDF ships with this plugin.
+        sanity_checks: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
     """
 
 

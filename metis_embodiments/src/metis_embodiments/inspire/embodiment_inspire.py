@@ -70,10 +70,14 @@ class InspireConfig(URDFHandConfig):
         ik_seeds: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         ik_damping: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         ik_dtype: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
+        ik_restart_threshold_m: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
+        ik_restart_seeds: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
+        ik_restarts: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         dex_ftol_abs: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         dex_norm_delta: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         left_model: ``"mirror"`` (default: the mirrored right hand) or ``"urdf"`` (the maker's
             left-hand URDF, whose open thumb tip sits about 11 mm from the mirror image).
+        sanity_checks: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
     """
 
     command_order: tuple[str, ...] = UNITREE_COMMAND_ORDER

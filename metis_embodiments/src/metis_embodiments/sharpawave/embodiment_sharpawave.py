@@ -64,9 +64,13 @@ class SharpaWaveConfig(URDFHandConfig):
         ik_seeds: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         ik_damping: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         ik_dtype: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
+        ik_restart_threshold_m: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
+        ik_restart_seeds: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
+        ik_restarts: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         dex_ftol_abs: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         dex_norm_delta: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
         left_model: Only ``"mirror"``: no left-hand model is published.
+        sanity_checks: See :class:`~metis_embodiments.urdf_hand.URDFHandConfig`.
     """
 
 

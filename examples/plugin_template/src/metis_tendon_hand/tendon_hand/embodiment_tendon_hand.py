@@ -28,12 +28,16 @@ class TendonHandConfig(URDFHandConfig):
         ik_backend: ``"torch_lm"`` or ``"dex_retargeting"``.
         ik_max_iterations: Iteration cap of the torch IK solver.
         ik_tolerance_m: Fingertip tolerance at which the torch solver stops (metres).
-        ik_seeds: Starting points per problem besides the warm start.
+        ik_seeds: Canonical starting points per problem without a warm start.
         ik_damping: Initial Levenberg–Marquardt damping.
         ik_dtype: ``"float32"`` or ``"float64"`` arithmetic in the solver.
+        ik_restart_threshold_m: Problems still this far off after the first pass restart.
+        ik_restart_seeds: Quasi-random starting points of a restart.
+        ik_restarts: Restart passes at most.
         dex_ftol_abs: Objective tolerance of the dex-retargeting backend.
         dex_norm_delta: dex-retargeting's regulariser towards the previous frame.
         left_model: ``"mirror"`` (this plugin ships no separate left-hand URDF).
+        sanity_checks: Check the URDF and the keypoint links when the hand is built.
     """
 
 
