@@ -17,6 +17,7 @@ import pytest
 from metis_core.contract import ContractMismatchError
 from metis_core.io import CorruptFileError, read_json, write_json
 from metis_datasets import (
+    IncompleteDatasetError,
     LeRobotDataset,
     LeRobotWriter,
     MixtureDataset,
@@ -154,8 +155,9 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("ref") / "ref", episodes=5, seed=3, frames=12, image_size=(32, 48), episodes_per_file=2)  # fmt: skip
 
 
-# a full run renames 16 files: per flush data, video, episodes, tasks, info (x3), then stats
-@pytest.mark.parametrize("kill_at", [1, 7, 10, 16], ids=["first-data", "video", "commit", "stats"])
+# a full run renames 21 files: info.json before any data; per flush data, video, episodes,
+# checksums, tasks, info (x3); then stats and the final info (complete)
+@pytest.mark.parametrize("kill_at", [2, 9, 11, 13, 20, 21], ids=["first-data", "video", "after-episodes", "commit", "stats", "final-info"])  # fmt: skip
 def test_killed_conversion_leaves_no_half_file_and_resumes(tmp_path: Path, uninterrupted: Path, kill_at: int) -> None:  # fmt: skip
     root = tmp_path / "killed"
     child = subprocess.run([sys.executable, "-c", _KILL_CHILD, str(root), str(kill_at)], capture_output=True, text=True)  # fmt: skip
@@ -172,6 +174,9 @@ def test_killed_conversion_leaves_no_half_file_and_resumes(tmp_path: Path, unint
     assert list(root.rglob(".*.tmp")), (
         "the kill should have left the unfinished file as a temporary"
     )
+    # the reader says the dataset is unfinished (never "corrupt", never a smaller whole one)
+    with pytest.raises(IncompleteDatasetError, match="incomplete METIS dataset"):
+        LeRobotDataset(root)
     make_dataset(root, episodes=5, seed=3, frames=12, image_size=(32, 48), episodes_per_file=2)  # resume  # fmt: skip
     assert not list(root.rglob(".*.tmp"))
     mine, reference = LeRobotDataset(root), LeRobotDataset(uninterrupted)

@@ -195,7 +195,9 @@ def _config_value(text: str) -> object:
 @click.option("--overwrite", is_flag=True, help="Delete OUT_DIR first instead of resuming.")
 @click.option("--episodes-per-file", default=50, show_default=True, help="Episodes per data/video file (one commit each).")  # fmt: skip
 @click.option("--limit", default=None, type=int, help="Convert at most this many episodes.")
-def convert(source: str, raw_dir: str, out_dir: str, workers: int, target_fps: float | None, no_images: bool, image_size: str | None, settings: tuple[str, ...], overwrite: bool, episodes_per_file: int, limit: int | None) -> None:  # fmt: skip
+@click.option("--strict", is_flag=True, help="Fail at the first episode that cannot be converted instead of skipping it.")  # fmt: skip
+@click.option("--shard", "shard_text", default=None, metavar="K/N", help="Convert only the K-th of N contiguous blocks of the episodes (0 <= K < N); join the N outputs with `metis-datasets merge`.")  # fmt: skip
+def convert(source: str, raw_dir: str, out_dir: str, workers: int, target_fps: float | None, no_images: bool, image_size: str | None, settings: tuple[str, ...], overwrite: bool, episodes_per_file: int, limit: int | None, strict: bool, shard_text: str | None) -> None:  # fmt: skip
     """Convert SOURCE's raw download RAW_DIR into a METIS LeRobot v3 dataset OUT_DIR.
 
     Re-running on the same OUT_DIR resumes; the summary lists skipped episodes and why.
@@ -217,8 +219,49 @@ def convert(source: str, raw_dir: str, out_dir: str, workers: int, target_fps: f
         if not (sep and height.isdigit() and width.isdigit()):
             raise click.BadParameter(f"expected HxW such as 480x640, got {image_size!r}", param_hint="--image-size")  # fmt: skip
         config["image_height"], config["image_width"] = int(height), int(width)
+    shard = None
+    if shard_text is not None:
+        k, sep, n = shard_text.partition("/")
+        if not (sep and k.isdigit() and n.isdigit() and int(k) < int(n)):
+            raise click.BadParameter(f"expected K/N with 0 <= K < N, such as 0/8, got {shard_text!r}", param_hint="--shard")  # fmt: skip
+        shard = (int(k), int(n))
     try:
-        report = run_conversion(source, raw_dir, out_dir, config=config, workers=workers, overwrite=overwrite, episodes_per_file=episodes_per_file, limit=limit)  # fmt: skip
-    except (FileNotFoundError, ValueError, LookupError, ImportError) as err:
+        report = run_conversion(source, raw_dir, out_dir, config=config, workers=workers, overwrite=overwrite, episodes_per_file=episodes_per_file, limit=limit, strict=strict, shard=shard)  # fmt: skip
+    except (FileNotFoundError, FileExistsError, ValueError, LookupError, ImportError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(report.summary())
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--deep", is_flag=True, help="Also decode every video frame and compare the counts with the episodes.")  # fmt: skip
+def check(dataset: str, deep: bool) -> None:
+    """Check DATASET: structure, indices, contract, values, statistics, checksums (and frames).
+
+    Prints one line per problem; exits with status 1 if there is any.
+    """
+    from metis_datasets.validation import check_dataset
+
+    report = check_dataset(dataset, deep=deep)
+    click.echo(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("shard_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))  # fmt: skip
+@click.option("--episodes-per-file", default=50, show_default=True, help="Recorded for later appends.")  # fmt: skip
+def merge(out_dir: str, shard_dirs: tuple[str, ...], episodes_per_file: int) -> None:
+    """Merge the shards of `convert --shard K/N` (SHARD_DIRS) into one dataset OUT_DIR.
+
+    Episodes are renumbered in shard order, tasks and statistics merged, videos hard-linked (not
+    re-encoded). Re-running a killed merge resumes it; the shards are left untouched.
+    """
+    from metis_datasets.merge import merge as run_merge
+
+    try:
+        report = run_merge(out_dir, list(shard_dirs), episodes_per_file=episodes_per_file, progress=True)  # fmt: skip
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(report.summary())

@@ -18,11 +18,19 @@ embodiment, fps, camera intrinsics) sits in ``meta/info.json`` at
 ``info.json`` when it rewrites it, but keeps feature entries verbatim, so the record survives
 LeRobot's own tools (``aggregate_datasets``, ``delete_episodes``, ...).
 
-Atomicity and resume: episodes are buffered and flushed as one data file, one video file and one
-episodes-metadata file, each written to a temporary name and renamed; ``meta/info.json`` is
-rewritten last and is the commit record (``total_episodes``). Files numbered beyond those the
-committed episodes reference (left by a killed run) are deleted when the writer reopens the
-dataset, and :attr:`LeRobotWriter.committed_episodes` tells a conversion where to continue.
+Atomicity and resume: ``meta/info.json`` is written before any data (so a folder holding data
+but no ``info.json`` is never a killed run's: it is refused, never cleaned). Episodes are buffered
+and flushed as one data file, one video file, one episodes-metadata file and one checksum record
+(``meta/metis_checksums/chunk-C/file-F.json``: SHA-256 and size of the three), each written to a
+temporary name and renamed; ``meta/info.json`` is rewritten last and is the commit record
+(``total_episodes``). Files numbered beyond those the committed episodes reference (left by a
+killed run) are deleted when the writer reopens the dataset, and
+:attr:`LeRobotWriter.committed_episodes` tells a conversion where to continue. The METIS record's
+``complete`` is False until :meth:`LeRobotWriter.finalize` has written ``meta/stats.json``; the
+reader refuses an incomplete dataset unless asked (``allow_incomplete=True``).
+
+Parquet files are written with page checksums, read with their verification; every check the
+reader runs lives in :mod:`metis_datasets.validation` (shared with ``metis-datasets check``).
 """
 
 from __future__ import annotations
@@ -46,8 +54,26 @@ from metis_core.contract import (
     hand_value_mask,
 )
 from metis_core.episode import Episode, Subtask
-from metis_core.io import CorruptFileError, atomic_write, read_json, write_json
+from metis_core.io import CorruptFileError, atomic_write, write_json
+from metis_core.lerobot_rules import committed_rows, parse_info, read_metadata_json
+from metis_core.lerobot_rules import metis_record as _metis_record
 from metis_core.normalization import NormStats, compute_stats
+from metis_datasets.validation import (
+    CHECKSUMS_PATH,
+    IncompleteDatasetError,
+    InvalidDatasetError,
+    Sink,
+    StopChecking,
+    UnsupportedDatasetError,
+    bytes_digest,
+    check_episode_records,
+    check_frame_table,
+    check_stats,
+    check_values,
+    file_digest,
+    info_digest,
+    verify_digest,
+)
 from metis_datasets.video import VideoReader, encode_video
 
 __all__ = [
@@ -73,8 +99,7 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 _HAND_NAMES = [describe_index(i) for i in range(ACTION_DIM)]
 
 
-class UnsupportedDatasetError(ValueError):
-    """A LeRobot dataset (or a file in it) that METIS cannot read or map to the hand contract."""
+_NUMERIC = ("float32", "float64", "int64", "int32", "bool")
 
 
 def _chunk_file(number: int) -> tuple[int, int]:
@@ -116,9 +141,13 @@ class LeRobotWriter:
         image_shape: ``(H, W)`` of the ego frames, or None for a dataset without images.
         episodes_per_file: Episodes per data/video file.
         robot_type: LeRobot's ``robot_type`` field.
+        shard: ``(K, N)`` when this dataset is shard ``K`` of ``N`` of a sharded conversion
+            (recorded so that ``metis-datasets merge`` can check it has every shard once).
 
     Raises:
         UnsupportedDatasetError: If ``root`` holds a dataset of another contract, source or fps.
+        FileExistsError: If ``root`` holds data or video files but no ``meta/info.json``
+            (nothing is deleted; the message says what is there and how to recover).
     """
 
     def __init__(
@@ -132,6 +161,7 @@ class LeRobotWriter:
         image_shape: tuple[int, int] | None = None,
         episodes_per_file: int = 50,
         robot_type: str | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -150,17 +180,49 @@ class LeRobotWriter:
         self._frames = 0
         self._files = 0
         self._video_info: dict | None = None
+        self.shard = None if shard is None else (int(shard[0]), int(shard[1]))
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise ValueError(f"shard must be (K, N) with 0 <= K < N, got {shard}")
+        self._checksums: dict[str, dict] = {}  # digests of tasks.parquet and stats.json
+        self._complete = False
         if (self.root / "meta" / "info.json").exists():
             self._reopen()
         else:
-            self._remove_uncommitted()  # a run killed before its first commit left only strays
+            self._refuse_orphaned_data()
+
+    def _refuse_orphaned_data(self) -> None:
+        """Refuse a folder that holds dataset files but no ``meta/info.json``; delete nothing.
+
+        The writer creates ``info.json`` before any data file, so such a folder is never a killed
+        run's leftover: its commit record was lost, and the data in it may be all there is.
+        """
+        found: dict[str, int] = {}
+        for folder in ("data", "videos", "meta/episodes", "meta/metis_checksums"):
+            base = self.root / folder
+            if base.is_dir():
+                count = sum(1 for p in base.rglob("*") if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp")))  # fmt: skip
+                if count:
+                    found[folder] = count
+        for name in ("tasks.parquet", "stats.json"):
+            if (self.root / "meta" / name).is_file():
+                found[f"meta/{name}"] = 1
+        if found:
+            listing = ", ".join(f"{n} file(s) under {k}" for k, n in found.items())
+            raise FileExistsError(
+                f"{self.root} holds {listing} but no meta/info.json (the commit record); refusing to "
+                "write there, and nothing was deleted. Restore meta/info.json from a backup (or from "
+                "another copy of the dataset) to resume it, move the folder away, or delete it "
+                "explicitly (metis-datasets convert --overwrite) to start again."
+            )
 
     # -- resume -----------------------------------------------------------------------------
 
     def _reopen(self) -> None:
-        info = read_json(self.root / "meta" / "info.json")
+        info_path = self.root / "meta" / "info.json"
+        info = read_metadata_json(info_path)
         if not isinstance(info, dict) or "features" not in info or "total_episodes" not in info:
             raise UnsupportedDatasetError(f"{self.root}/meta/info.json: expected a LeRobot info record with 'features' and 'total_episodes'; refusing to append")  # fmt: skip
+        parse_info(info, info_path, error=InvalidDatasetError)
         metis = metis_record(info)
         if not metis:
             raise UnsupportedDatasetError(f"{self.root} holds a LeRobot dataset not written by METIS (no features[{STATE_KEY!r}]['metis'] record); refusing to append")  # fmt: skip
@@ -173,8 +235,15 @@ class LeRobotWriter:
         shape = metis.get("image_shape")
         if (tuple(shape) if shape else None) != self.image_shape:
             raise UnsupportedDatasetError(f"{self.root} holds ego images of shape {shape}, cannot append episodes with image_shape {self.image_shape}")  # fmt: skip
+        recorded_shard = metis.get("shard")
+        if recorded_shard is not None and self.shard is not None and tuple(recorded_shard) != self.shard:  # fmt: skip
+            raise UnsupportedDatasetError(f"{self.root} holds shard {recorded_shard[0]}/{recorded_shard[1]}, cannot continue it as shard {self.shard[0]}/{self.shard[1]}")  # fmt: skip
+        if recorded_shard is not None and self.shard is None:
+            self.shard = (int(recorded_shard[0]), int(recorded_shard[1]))
+        self._checksums = {k: v for k, v in (metis.get("checksums") or {}).items() if isinstance(v, dict)}  # fmt: skip
+        self._complete = bool(metis.get("complete", (self.root / "meta" / "stats.json").exists()))
         self._episodes = int(info["total_episodes"])
-        self._frames = int(info["total_frames"])
+        self._frames = int(info.get("total_frames", 0))
         self._video_info = info["features"].get(EGO_KEY, {}).get("info")
         tasks_path = self.root / "meta" / "tasks.parquet"
         if tasks_path.exists():
@@ -243,7 +312,7 @@ class LeRobotWriter:
         if meta.is_dir():  # info.json, tasks.parquet or stats.json a killed run did not rename
             for path in meta.glob(".*.tmp"):
                 path.unlink()
-        for folder in ("data", "meta/episodes", "videos"):
+        for folder in ("data", "meta/episodes", "meta/metis_checksums", "videos"):
             base = self.root / folder
             if not base.exists():
                 continue
@@ -293,6 +362,8 @@ class LeRobotWriter:
         """Write buffered episodes as one data file, video file and episodes file, then commit."""
         if not self._pending:
             return
+        if not (self.root / "meta" / "info.json").exists():
+            self._write_info()  # the commit record exists before any data file does
         chunk, file = _chunk_file(self._files)
         episodes, self._pending = self._pending, []
         lengths = [ep.length for ep in episodes]
@@ -323,14 +394,16 @@ class LeRobotWriter:
                 ),
             }
         )
-        with atomic_write(self.root / DATA_PATH.format(chunk_index=chunk, file_index=file)) as handle:  # fmt: skip
-            pq.write_table(data, handle)
+        digests: dict[str, dict] = {}
+        data_rel = DATA_PATH.format(chunk_index=chunk, file_index=file)
+        digests[data_rel] = _write_parquet(self.root / data_rel, data)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         starts = offsets / self.fps
         if self.image_shape is not None:
             frames = np.concatenate([ep.images["ego"] for ep in episodes])
             path = self.root / VIDEO_PATH.format(video_key=EGO_KEY, chunk_index=chunk, file_index=file)  # fmt: skip
             self._video_info = encode_video(path, frames, self.fps)
+            digests[str(path.relative_to(self.root))] = file_digest(path)
         rows: dict[str, list] = {
             "episode_index": list(range(self._episodes, self._episodes + len(episodes))),
             "tasks": [[ep.instruction] for ep in episodes],
@@ -357,11 +430,11 @@ class LeRobotWriter:
             rows[f"videos/{EGO_KEY}/to_timestamp"] = [float(s + n / self.fps) for s, n in zip(starts, lengths, strict=True)]  # fmt: skip
         schema_subtasks = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string())]))  # fmt: skip
         arrays = {k: (pa.array(v, type=schema_subtasks) if k == "subtasks" else pa.array(v)) for k, v in rows.items()}  # fmt: skip
-        with atomic_write(self.root / EPISODES_PATH.format(chunk_index=chunk, file_index=file)) as handle:  # fmt: skip
-            pq.write_table(pa.table(arrays), handle)
-        tasks = _tasks_table(self._tasks)
-        with atomic_write(self.root / "meta" / "tasks.parquet") as handle:
-            pq.write_table(tasks, handle)
+        episodes_rel = EPISODES_PATH.format(chunk_index=chunk, file_index=file)
+        digests[episodes_rel] = _write_parquet(self.root / episodes_rel, pa.table(arrays))
+        write_json(self.root / CHECKSUMS_PATH.format(chunk_index=chunk, file_index=file), digests)
+        self._checksums["meta/tasks.parquet"] = _write_parquet(self.root / "meta" / "tasks.parquet", _tasks_table(self._tasks))  # fmt: skip
+        self._complete = False
         self._episodes += len(episodes)
         self._frames += total
         self._files += 1
@@ -383,6 +456,7 @@ class LeRobotWriter:
             "video_path": VIDEO_PATH if self.image_shape is not None else None,
             "features": _features(self.image_shape, self._video_info, self.record()),
         }
+        info["features"][STATE_KEY]["metis"]["info_sha256"] = info_digest(info)
         write_json(self.root / "meta" / "info.json", info)
 
     def record(self) -> dict:
@@ -395,6 +469,9 @@ class LeRobotWriter:
             "fps": self.fps,
             "camera_intrinsics": {"ego": self.intrinsics} if self.intrinsics is not None else {},
             "image_shape": list(self.image_shape) if self.image_shape else None,
+            "complete": self._complete,
+            "checksums": dict(self._checksums),
+            **({"shard": list(self.shard)} if self.shard is not None else {}),
         }
 
     def finalize(self, *, progress: bool = False) -> Path:
@@ -406,8 +483,11 @@ class LeRobotWriter:
         self.flush()
         if self._episodes == 0:
             self._write_info()
-        dataset = LeRobotDataset(self.root, load_stats=False)
+        dataset = LeRobotDataset(self.root, load_stats=False, allow_incomplete=True)
         write_json(self.root / "meta" / "stats.json", dataset.compute_stats(progress=progress))
+        self._checksums["meta/stats.json"] = file_digest(self.root / "meta" / "stats.json")
+        self._complete = True
+        self._write_info()  # the dataset is whole from here on
         return self.root
 
 
@@ -447,13 +527,7 @@ def metis_record(info: Mapping[str, Any]) -> dict:
     Looks at ``features["observation.state"]["metis"]`` first (where the writer puts it), then at
     a top-level ``"metis"`` key (datasets written before the record moved into the features).
     """
-    features = info.get("features")
-    if isinstance(features, Mapping):
-        record = (features.get(STATE_KEY) or {}).get("metis")
-        if isinstance(record, Mapping):
-            return dict(record)
-    record = info.get("metis")
-    return dict(record) if isinstance(record, Mapping) else {}
+    return _metis_record(info)
 
 
 def norm_stats_from_json(entry: Mapping[str, Any]) -> NormStats:
@@ -499,25 +573,65 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_PARQUET_ERRORS = (pa.ArrowException, OSError, UnicodeDecodeError, EOFError, IndexError, OverflowError)  # fmt: skip
+
+
+def _write_parquet(path: Path, table: pa.Table) -> dict:
+    """Write a parquet file atomically with page checksums; return its digest."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, write_page_checksum=True)
+    data = sink.getvalue().to_pybytes()
+    with atomic_write(path) as handle:
+        handle.write(data)
+    return bytes_digest(data)
+
+
+def _parse_parquet(path: Path, data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """Parse parquet bytes, verifying page checksums; raise :class:`CorruptFileError` naming ``path``."""
+    try:
+        return pq.read_table(pa.BufferReader(data), columns=columns, page_checksum_verification=True)  # fmt: skip
+    except KeyError as err:
+        raise UnsupportedDatasetError(f"{path}: lacks column {err}") from err
+    except _PARQUET_ERRORS as err:
+        raise CorruptFileError(f"{path}: expected a parquet file, found an unreadable one ({type(err).__name__}: {err}); it is truncated or corrupt") from err  # fmt: skip
+
+
 def _read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; the dataset is incomplete")
-    try:
-        return pq.read_table(path, columns=columns)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise CorruptFileError(f"{path}: expected a parquet file, found an unreadable one ({err}); it is truncated or corrupt") from err  # fmt: skip
-    except KeyError as err:
-        raise UnsupportedDatasetError(f"{path}: lacks column {err}") from err
+    return _parse_parquet(path, path.read_bytes(), columns)
 
 
 def _column_2d(table: pa.Table, name: str, width: int, path: Path, dtype: Any) -> np.ndarray:
     if name not in table.column_names:
         raise UnsupportedDatasetError(f"{path}: lacks column {name!r}")
     column = table.column(name).combine_chunks()
+    if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type) or pa.types.is_large_list(column.type)):  # fmt: skip
+        raise UnsupportedDatasetError(f"{path}: column {name!r} should hold lists of {width} values, found type {column.type}")  # fmt: skip
+    if column.null_count:
+        raise CorruptFileError(f"{path}: column {name!r} has {column.null_count} null row(s)")
     values = column.flatten().to_numpy(zero_copy_only=False)
     if values.size != len(table) * width:
         raise UnsupportedDatasetError(f"{path}: column {name!r} should hold {width} values per row, found {values.size / max(len(table), 1):g}")  # fmt: skip
     return values.reshape(len(table), width).astype(dtype, copy=False)
+
+
+def _int(value: Any, path: Path, what: str, episode: Any = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        where = f"{path}: episode {episode}: " if episode is not None else f"{path}: "
+        raise InvalidDatasetError(f"{where}{what} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def _float(value: Any, path: Path, what: str, episode: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise InvalidDatasetError(f"{path}: episode {episode}: {what} must be a number, got {value!r}")  # fmt: skip
+    return float(value)
 
 
 class LeRobotDataset:
@@ -527,9 +641,18 @@ class LeRobotDataset:
     available through :attr:`columns`), but asking for contract episodes from one whose state or
     action is not 48-D raises :class:`UnsupportedDatasetError`.
 
+    Every open runs the checks of :mod:`metis_datasets.validation` (structure, indices, values,
+    statistics, parquet page checksums and the content hashes of the data and episodes files);
+    a video file's hash, frame rate and length are checked when it is first opened.
+
     Args:
         root: Dataset directory.
         load_stats: Read ``meta/stats.json`` if present.
+        allow_incomplete: Open a METIS dataset whose conversion has not finished (its committed
+            episodes only; :attr:`complete` is then False) instead of raising
+            :class:`IncompleteDatasetError`.
+        verify_checksums: Verify the recorded content hashes (data and episodes files on open,
+            each video file when first opened). Parquet page checksums are always verified.
 
     Attributes:
         info: The parsed ``meta/info.json``.
@@ -537,50 +660,142 @@ class LeRobotDataset:
             ``tasks``, ``subtasks``, ``metadata``, video location).
         state, action: ``(N, 48)`` float32 (contract datasets only).
         stats: Feature name → :class:`NormStats`.
+        complete: False for a METIS dataset whose writer has not finalized it.
 
     Raises:
         FileNotFoundError: If ``meta/info.json`` or a referenced file is missing.
-        CorruptFileError: For unreadable files.
+        CorruptFileError: For unreadable files, and (as :class:`InvalidDatasetError`) for wrong
+            structure, indices, values, statistics or checksums; the message names the file and
+            the episode.
+        IncompleteDatasetError: For an unfinished METIS dataset (unless ``allow_incomplete``).
         ContractMismatchError: For a METIS dataset of another contract version.
         UnsupportedDatasetError: For other versions or unmappable features.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, load_stats: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        load_stats: bool = True,
+        allow_incomplete: bool = False,
+        verify_checksums: bool = True,
+    ) -> None:
+        self._open(root, Sink(), load_stats=load_stats, allow_incomplete=allow_incomplete, verify_checksums=verify_checksums)  # fmt: skip
+
+    @classmethod
+    def _checked(cls, root: str | os.PathLike[str], sink: Sink) -> LeRobotDataset:
+        """Open collecting problems in ``sink`` instead of raising (``metis-datasets check``)."""
+        dataset = cls.__new__(cls)
+        dataset._open(root, sink, load_stats=True, allow_incomplete=True, verify_checksums=True)
+        return dataset
+
+    def _open(self, root: str | os.PathLike[str], sink: Sink, *, load_stats: bool, allow_incomplete: bool, verify_checksums: bool) -> None:  # fmt: skip
         self.root = Path(root)
+        self._sink = sink
+        self._verify = verify_checksums
+        self._files_hashed = 0
+        self._videos: dict[tuple[str, str], VideoReader] = {}
+        self._pid = os.getpid()
         info_path = self.root / "meta" / "info.json"
         if not info_path.exists():
+            if self.root.is_dir() and any((self.root / d).exists() for d in ("data", "videos", "meta/episodes")):  # fmt: skip
+                raise FileNotFoundError(f"{info_path} is missing but {self.root} holds dataset files: its commit record was lost; restore meta/info.json from a backup (the writer refuses to touch such a folder)")  # fmt: skip
             raise FileNotFoundError(f"{info_path} is missing: {self.root} is not a LeRobot dataset")  # fmt: skip
-        self.info: dict = read_json(info_path)
-        missing = [k for k in ("codebase_version", "fps", "features", "total_episodes") if k not in self.info]  # fmt: skip
-        if missing:
-            raise UnsupportedDatasetError(f"{info_path} lacks keys {missing}")
+        self.info: dict = parse_info(
+            read_metadata_json(info_path), info_path, error=InvalidDatasetError
+        )
         self.version = str(self.info["codebase_version"])
+        if self.version not in ("v3.0", "v2.1"):
+            raise UnsupportedDatasetError(f"{self.root}: LeRobot codebase_version {self.version!r} is not supported; expected 'v3.0' or 'v2.1'")  # fmt: skip
         self.fps = float(self.info["fps"])
         self.features: dict = self.info["features"]
         self.metis: dict = metis_record(self.info)
         if self.metis:
             check_contract(self.metis.get("contract"), where=str(self.root))
+        for key, feature in self.features.items():
+            if feature["dtype"] not in (*_NUMERIC, "video", "image", "string"):
+                sink(info_path, f"feature {key!r} has dtype {feature['dtype']!r}; expected one of {[*_NUMERIC, 'video', 'image', 'string']}")  # fmt: skip
+        # file digests recorded at commit (METIS datasets written with checksums)
+        self._digests: dict[str, tuple[dict, Path]] = {}
+        # Digests are verified while info.json is the one METIS wrote (its own hash matches);
+        # a dataset rewritten by LeRobot's tools (aggregate, delete_episodes) changes info.json
+        # and the files, so only the structural, value and parquet page checks apply to it.
+        self._expect_digests = self.version == "v3.0" and isinstance(self.metis.get("checksums"), dict) and self.metis.get("info_sha256") in (None, info_digest(self.info))  # fmt: skip
+        self.checksums_verified = bool(self._expect_digests and verify_checksums)
+        if self._expect_digests:
+            for path in sorted((self.root / "meta" / "metis_checksums").glob("chunk-*/file-*.json")):  # fmt: skip
+                record = read_metadata_json(path)
+                if not isinstance(record, dict):
+                    sink(path, "expected a JSON object of file -> {sha256, bytes}", kind="checksum")
+                    continue
+                for rel, digest in record.items():
+                    self._digests[rel] = (digest, path)
+            for rel, digest in self.metis["checksums"].items():
+                self._digests[rel] = (digest, info_path)
+        self._leftover_rows = 0
         if self.version == "v3.0":
             self.episodes = self._episodes_v30()
-        elif self.version == "v2.1":
-            self.episodes = self._episodes_v21()
         else:
-            raise UnsupportedDatasetError(f"{self.root}: LeRobot codebase_version {self.version!r} is not supported; expected 'v3.0' or 'v2.1'")  # fmt: skip
-        self.tasks = self._tasks()
-        self.columns = self._load_data()
+            self.episodes = self._episodes_v21()
         self.num_frames = int(sum(ep["length"] for ep in self.episodes))
+        before = len(sink.problems)
+        check_episode_records(self.episodes, self.info.get("total_frames"), self.fps, sink)
+        self.complete = not self.metis or bool(self.metis.get("complete", (self.root / "meta" / "stats.json").exists()))  # fmt: skip
+        self.complete = self.complete and self._leftover_rows == 0
+        if not self.complete:
+            message = (
+                f"incomplete METIS dataset: its conversion committed {len(self.episodes)} episode(s) "
+                f"({self.num_frames} frames) and has not finished (no final commit of meta/stats.json"
+                f"{f'; {self._leftover_rows} episode row(s) of an interrupted flush lie past the commit record' if self._leftover_rows else ''}). "
+                "Re-run the same conversion (metis-datasets convert, or the writer) to resume it, or open "
+                "it with LeRobotDataset(root, allow_incomplete=True) to read the committed episodes"
+            )
+            if not allow_incomplete:
+                raise IncompleteDatasetError(f"{self.root}: {message}")
+            if sink.collect:
+                sink(self.root, message, kind="incomplete")
+        self.tasks = self._tasks()
+        if len(sink.problems) > before:  # broken indices: reading frames would only add noise
+            self.columns = {}
+        else:
+            self.columns = self._load_data()
         self.video_keys = [k for k, f in self.features.items() if f.get("dtype") == "video"]
         self.stats: dict[str, NormStats] = {}
         stats_path = self.root / "meta" / "stats.json"
+        if load_stats and not stats_path.exists() and self._expect_digests and "meta/stats.json" in self._digests:  # fmt: skip
+            sink(stats_path, "is missing but the commit record lists it (with its checksum); the statistics were deleted", kind="stats", error=FileNotFoundError)  # fmt: skip
         if load_stats and stats_path.exists():
-            raw = read_json(stats_path)
-            self.stats = {k: norm_stats_from_json(v) for k, v in raw.items() if isinstance(v, dict) and "mean" in v and k in (STATE_KEY, ACTION_KEY)}  # fmt: skip
+            data = self._verified_bytes(stats_path)
+            if data is not None:
+                try:
+                    raw = json.loads(data.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                    raise CorruptFileError(f"{stats_path} is not valid JSON ({err})") from err
+                sound = check_stats(raw, stats_path, (STATE_KEY, ACTION_KEY), sink)
+                self.stats = {k: norm_stats_from_json(v) for k, v in sound.items()}
         starts = np.array([ep["from"] for ep in self.episodes], dtype=np.int64)
         self.episode_starts = starts
         self.episode_lengths = np.array([ep["length"] for ep in self.episodes], dtype=np.int64)
-        self.frame_episode = np.repeat(np.arange(len(self.episodes)), self.episode_lengths)
-        self._videos: dict[tuple[str, str], VideoReader] = {}
-        self._pid = os.getpid()
+        self.frame_episode = np.repeat(np.arange(len(self.episodes)), np.maximum(self.episode_lengths, 0))  # fmt: skip
+        self._video_checked: set[str] = set()
+
+    def _verified_bytes(self, path: Path) -> bytes | None:
+        """Read a file and check it against its recorded digest (if the dataset records one).
+
+        Returns None (collecting problems only) when the content does not match.
+        """
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing but committed episodes refer to it; the dataset is incomplete or damaged")  # fmt: skip
+        data = path.read_bytes()
+        rel = path.relative_to(self.root).as_posix()
+        if self._verify and self._expect_digests and rel in self._digests:
+            digest, recorded_in = self._digests[rel]
+            self._files_hashed += 1
+            if not verify_digest(path, data, digest, self._sink, recorded_in=recorded_in):
+                return None
+        elif self._verify and self._expect_digests and rel.startswith(("data/", "meta/episodes/")):
+            self._sink(path, "no checksum is recorded for this committed file in meta/metis_checksums; it was not written by this dataset's writer", kind="checksum")  # fmt: skip
+        return data
 
     # -- metadata ---------------------------------------------------------------------------
 
@@ -597,7 +812,7 @@ class LeRobotDataset:
     @property
     def camera_intrinsics(self) -> np.ndarray | None:
         """``(3, 3)`` K of the ego camera, if recorded."""
-        k = self.metis.get("camera_intrinsics", {}).get("ego")
+        k = (self.metis.get("camera_intrinsics") or {}).get("ego")
         return None if k is None else np.asarray(k, dtype=np.float64)
 
     @property
@@ -607,44 +822,102 @@ class LeRobotDataset:
 
     def _episodes_v30(self) -> list[dict]:
         files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
-        if not files:
-            raise FileNotFoundError(f"{self.root}/meta/episodes has no episodes files")
+        total = int(self.info["total_episodes"])
+        if not files and total:
+            raise FileNotFoundError(f"{self.root}/meta/episodes has no episodes files but info.json commits {total} episodes")  # fmt: skip
+        need = ["episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index", "dataset_to_index"]  # fmt: skip
         records: list[dict] = []
+        damaged = False
         for path in files:
-            table = _read_parquet(path)
-            need = ["episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index", "dataset_to_index"]  # fmt: skip
+            rel = path.relative_to(self.root).as_posix()
+            data = path.read_bytes()
+            recorded = self._verify and self._expect_digests and rel in self._digests
+            if recorded:
+                self._files_hashed += 1
+                digest, recorded_in = self._digests[rel]
+                if not verify_digest(path, data, digest, self._sink, recorded_in=recorded_in):
+                    damaged = True  # (collecting) a damaged file's rows are not trusted
+                    continue
+            table = _parse_parquet(path, data)
             lacking = [c for c in need if c not in table.column_names]
             if lacking:
                 raise UnsupportedDatasetError(f"{path}: lacks episodes columns {lacking}")
-            rows = table.to_pylist()
+            try:
+                rows = table.to_pylist()
+            except _PARQUET_ERRORS as err:
+                raise CorruptFileError(f"{path}: cannot decode its rows ({type(err).__name__}: {err}); the file is corrupt") from err  # fmt: skip
             for row in rows:
-                record = {
-                    "episode_index": int(row["episode_index"]),
-                    "length": int(row["length"]),
-                    "data_file": self.root
-                    / self.info["data_path"].format(
-                        chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
-                    ),
-                    "from": int(row["dataset_from_index"]),
-                    "to": int(row["dataset_to_index"]),
-                    "tasks": list(row.get("tasks") or []),
-                    "subtasks": [
-                        Subtask(int(s["start"]), int(s["end"]), s["text"])
-                        for s in row.get("subtasks") or []
-                    ],
-                    "metadata": json.loads(row.get("metis/metadata") or "{}"),
-                    "embodiment": row.get("metis/embodiment") or self.embodiment,
-                    "videos": {},
-                }
-                for key, feature in self.features.items():
-                    if feature.get("dtype") == "video" and f"videos/{key}/chunk_index" in row:
-                        path_v = self.root / self.info["video_path"].format(video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"])  # fmt: skip
-                        record["videos"][key] = (path_v, float(row[f"videos/{key}/from_timestamp"]))  # fmt: skip
-                records.append(record)
+                _int(row["episode_index"], path, "episode_index")
+            committed, leftover = committed_rows(rows, total)
+            self._leftover_rows += leftover
+            if committed and self._verify and self._expect_digests and not recorded:
+                self._sink(path, "no checksum is recorded for this committed episodes file in meta/metis_checksums", kind="checksum")  # fmt: skip
+            records += [self._episode_record(row, path) for row in committed]
+        if damaged:
+            raise StopChecking
         records.sort(key=lambda r: r["episode_index"])
-        if len(records) != int(self.info["total_episodes"]):
-            raise CorruptFileError(f"{self.root}: info.json records {self.info['total_episodes']} episodes, the episodes files hold {len(records)}")  # fmt: skip
+        if len(records) != total:
+            self._sink(self.root / "meta" / "info.json", f"info.json records {total} episodes, the episodes files hold {len(records)}", kind="index", error=CorruptFileError)  # fmt: skip
         return records
+
+    def _episode_record(self, row: dict, path: Path) -> dict:
+        index = int(row["episode_index"])
+        length = _int(row["length"], path, "length", index)
+        chunk = _int(row["data/chunk_index"], path, "data/chunk_index", index)
+        file = _int(row["data/file_index"], path, "data/file_index", index)
+        try:
+            data_file = self.root / self.info["data_path"].format(
+                chunk_index=chunk, file_index=file
+            )
+        except (KeyError, IndexError, ValueError) as err:
+            raise InvalidDatasetError(f"{self.root}/meta/info.json: data_path {self.info['data_path']!r} is not a template of chunk_index and file_index ({err})") from err  # fmt: skip
+        tasks = row.get("tasks") or []
+        if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+            raise InvalidDatasetError(f"{path}: episode {index}: tasks must be a list of strings, got {tasks!r}")  # fmt: skip
+        subtasks = []
+        for s in row.get("subtasks") or []:
+            if not isinstance(s, dict) or not isinstance(s.get("text"), str):
+                raise InvalidDatasetError(f"{path}: episode {index}: subtask {s!r} must be {{start, end, text}}")  # fmt: skip
+            start, end = _int(s.get("start"), path, "subtask start", index), _int(s.get("end"), path, "subtask end", index)  # fmt: skip
+            try:
+                subtasks.append(Subtask(start, end, s["text"]))
+            except ValueError as err:
+                raise InvalidDatasetError(f"{path}: episode {index}: subtask {s!r} is malformed ({err})") from err  # fmt: skip
+        try:
+            metadata = json.loads(row.get("metis/metadata") or "{}")
+        except (json.JSONDecodeError, TypeError) as err:
+            raise InvalidDatasetError(f"{path}: episode {index}: column 'metis/metadata' is not valid JSON ({err})") from err  # fmt: skip
+        if not isinstance(metadata, dict):
+            raise InvalidDatasetError(f"{path}: episode {index}: column 'metis/metadata' must hold a JSON object, got {type(metadata).__name__}")  # fmt: skip
+        embodiment = row.get("metis/embodiment") or self.embodiment
+        if not isinstance(embodiment, str):
+            raise InvalidDatasetError(f"{path}: episode {index}: metis/embodiment must be a string, got {embodiment!r}")  # fmt: skip
+        record = {
+            "episode_index": index,
+            "length": length,
+            "data_file": data_file,
+            "from": _int(row["dataset_from_index"], path, "dataset_from_index", index),
+            "to": _int(row["dataset_to_index"], path, "dataset_to_index", index),
+            "tasks": list(tasks),
+            "subtasks": subtasks,
+            "metadata": metadata,
+            "embodiment": embodiment,
+            "videos": {},
+            "source_file": path,
+        }
+        for key, feature in self.features.items():
+            if feature.get("dtype") == "video" and f"videos/{key}/chunk_index" in row:
+                v_chunk = _int(row[f"videos/{key}/chunk_index"], path, f"videos/{key}/chunk_index", index)  # fmt: skip
+                v_file = _int(row[f"videos/{key}/file_index"], path, f"videos/{key}/file_index", index)  # fmt: skip
+                start = _float(row.get(f"videos/{key}/from_timestamp"), path, f"videos/{key}/from_timestamp", index)  # fmt: skip
+                end = row.get(f"videos/{key}/to_timestamp")
+                end = start + length / self.fps if end is None else _float(end, path, f"videos/{key}/to_timestamp", index)  # fmt: skip
+                try:
+                    path_v = self.root / self.info["video_path"].format(video_key=key, chunk_index=v_chunk, file_index=v_file)  # fmt: skip
+                except (KeyError, IndexError, ValueError, AttributeError) as err:
+                    raise InvalidDatasetError(f"{self.root}/meta/info.json: video_path {self.info.get('video_path')!r} is not a template of video_key, chunk_index and file_index ({err})") from err  # fmt: skip
+                record["videos"][key] = (path_v, start, end)
+        return record
 
     def _episodes_v21(self) -> list[dict]:
         path = self.root / "meta" / "episodes.jsonl"
@@ -652,10 +925,20 @@ class LeRobotDataset:
             raise FileNotFoundError(f"{path} is missing (LeRobot v2.1 layout)")
         records, offset = [], 0
         chunks_size = int(self.info.get("chunks_size", CHUNKS_SIZE))
-        with path.open(encoding="utf-8") as handle:
-            lines = [json.loads(line) for line in handle if line.strip()]
-        for row in sorted(lines, key=lambda r: r["episode_index"]):
-            index, length = int(row["episode_index"]), int(row["length"])
+        lines = []
+        with path.open(encoding="utf-8", errors="strict") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise CorruptFileError(f"{path}: line {number} is not valid JSON ({err.msg})") from err  # fmt: skip
+        for row in lines:
+            if not isinstance(row, dict) or "episode_index" not in row or "length" not in row:
+                raise InvalidDatasetError(f"{path}: expected objects with episode_index and length, got {_short_repr(row)}")  # fmt: skip
+        for row in sorted(lines, key=lambda r: _int(r["episode_index"], path, "episode_index")):
+            index, length = int(row["episode_index"]), _int(row["length"], path, "length", row["episode_index"])  # fmt: skip
             chunk = index // chunks_size
             record = {
                 "episode_index": index,
@@ -669,57 +952,108 @@ class LeRobotDataset:
                 "metadata": {},
                 "embodiment": self.embodiment,
                 "videos": {},
+                "source_file": path,
             }
             for key, feature in self.features.items():
                 if feature.get("dtype") == "video":
-                    record["videos"][key] = (self.root / self.info["video_path"].format(episode_chunk=chunk, video_key=key, episode_index=index), 0.0)  # fmt: skip
+                    record["videos"][key] = (self.root / self.info["video_path"].format(episode_chunk=chunk, video_key=key, episode_index=index), 0.0, length / self.fps)  # fmt: skip
             records.append(record)
             offset += length
+        if len(records) != int(self.info["total_episodes"]):
+            self._sink(path, f"holds {len(records)} episodes, info.json total_episodes says {self.info['total_episodes']}", kind="index", error=CorruptFileError)  # fmt: skip
         return records
 
     def _tasks(self) -> dict[int, str]:
         if self.version == "v3.0":
             path = self.root / "meta" / "tasks.parquet"
-            table = _read_parquet(path)
+            data = self._verified_bytes(path)
+            if data is None:
+                return {}
+            table = _parse_parquet(path, data)
             names = table.column_names
             text_col = "task" if "task" in names else next((c for c in names if c.startswith("__index_level")), None)  # fmt: skip
             if text_col is None or "task_index" not in names:
                 raise UnsupportedDatasetError(f"{path}: expected columns 'task' (or the index) and 'task_index', got {names}")  # fmt: skip
-            return dict(zip(table.column("task_index").to_pylist(), table.column(text_col).to_pylist(), strict=True))  # fmt: skip
-        path = self.root / "meta" / "tasks.jsonl"
-        with path.open(encoding="utf-8") as handle:
-            return {int(r["task_index"]): r["task"] for r in map(json.loads, filter(str.strip, handle))}  # fmt: skip
+            try:
+                indices, texts = table.column("task_index").to_pylist(), table.column(text_col).to_pylist()  # fmt: skip
+            except _PARQUET_ERRORS as err:
+                raise CorruptFileError(f"{path}: cannot decode its rows ({type(err).__name__}: {err})") from err  # fmt: skip
+        else:
+            path = self.root / "meta" / "tasks.jsonl"
+            try:
+                with path.open(encoding="utf-8") as handle:
+                    rows = [json.loads(line) for line in handle if line.strip()]
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise CorruptFileError(f"{path}: not valid JSON lines ({err})") from err
+            if not all(isinstance(r, dict) and "task_index" in r and "task" in r for r in rows):
+                raise InvalidDatasetError(f"{path}: expected objects with task_index and task")
+            indices, texts = [r["task_index"] for r in rows], [r["task"] for r in rows]
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices) or len(set(indices)) != len(indices):  # fmt: skip
+            raise InvalidDatasetError(f"{path}: task_index must hold distinct integers, got {indices[:10]}")  # fmt: skip
+        if not all(isinstance(t, str) for t in texts):
+            raise InvalidDatasetError(f"{path}: task texts must be strings")
+        return dict(zip(indices, texts, strict=True))
 
     def _load_data(self) -> dict[str, np.ndarray]:
-        numeric = {k: f for k, f in self.features.items() if f.get("dtype") in ("float32", "float64", "int64", "int32", "bool")}  # fmt: skip
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in numeric}
-        seen: set[Path] = set()
+        sink = self._sink
+        info_path = self.root / "meta" / "info.json"
+        numeric = {k: f for k, f in self.features.items() if f.get("dtype") in _NUMERIC}
+        if self.metis and MASK_KEY not in numeric:
+            sink(info_path, f"feature {MASK_KEY!r} is missing; every METIS dataset stores the hand mask (it is never invented from values)", kind="values")  # fmt: skip
+        by_file: dict[Path, int] = {}
         for ep in self.episodes:
-            path = ep["data_file"]
-            if path in seen:
-                continue
-            seen.add(path)
-            table = _read_parquet(path)
+            by_file[ep["data_file"]] = by_file.get(ep["data_file"], 0) + ep["length"]
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in numeric}
+        self._row_files: list[tuple[Path, int]] = []
+        for path, expected in by_file.items():
+            data = self._verified_bytes(path)
+            if data is None:
+                return {}
+            table = _parse_parquet(path, data)
+            if table.num_rows != expected:
+                sink(path, f"holds {table.num_rows} frames, the committed episodes stored in it have {expected}", kind="index", error=CorruptFileError)  # fmt: skip
+                return {}
+            self._row_files.append((path, expected))
             for key, feature in numeric.items():
                 width = int(np.prod(feature.get("shape") or [1]))
                 if key not in table.column_names:
                     raise UnsupportedDatasetError(f"{path}: lacks feature column {key!r} declared in info.json")  # fmt: skip
-                if width == 1 and not pa.types.is_list(table.schema.field(key).type) and not pa.types.is_fixed_size_list(table.schema.field(key).type):  # fmt: skip
-                    parts[key].append(table.column(key).to_numpy().reshape(-1, 1))
+                kind = table.schema.field(key).type
+                dtype = None if key == MASK_KEY else np.dtype(feature["dtype"])
+                if key == MASK_KEY and getattr(kind, "value_type", kind) != pa.bool_():
+                    sink(path, f"column {key!r} has type {kind}, expected lists of 2 bools", kind="values")  # fmt: skip
+                if width == 1 and not (pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)):  # fmt: skip
+                    column = table.column(key).combine_chunks()
+                    if column.null_count:
+                        raise CorruptFileError(f"{path}: column {key!r} has {column.null_count} null row(s)")  # fmt: skip
+                    try:
+                        values = column.to_numpy(zero_copy_only=False).reshape(-1, 1)
+                    except _PARQUET_ERRORS as err:
+                        raise CorruptFileError(f"{path}: cannot decode column {key!r} ({err})") from err  # fmt: skip
+                    parts[key].append(values.astype(dtype, copy=False) if dtype is not None else values)  # fmt: skip
                 else:
-                    parts[key].append(_column_2d(table, key, width, path, np.dtype(feature["dtype"])))  # fmt: skip
+                    parts[key].append(_column_2d(table, key, width, path, dtype))
         columns = {k: np.concatenate(v) if v else np.zeros((0, 1)) for k, v in parts.items()}
-        if "index" in columns:
-            order = np.argsort(columns["index"][:, 0], kind="stable")
-            if not np.array_equal(order, np.arange(order.size)):
-                columns = {k: v[order] for k, v in columns.items()}
         total = sum(ep["length"] for ep in self.episodes)
         for key, values in columns.items():
             if values.shape[0] != total:
                 raise CorruptFileError(f"{self.root}: feature {key!r} has {values.shape[0]} frames, the episodes metadata {total}")  # fmt: skip
-        if MASK_KEY not in columns and STATE_KEY in columns:
-            columns[MASK_KEY] = np.ones((total, 2), dtype=bool)
+        check_frame_table(columns, self.episodes, self._row_files, self.tasks, sink)
+        if self.metis:
+            check_values(columns, self.episodes, self._file_of_row, sink, state_key=STATE_KEY, action_key=ACTION_KEY, mask_key=MASK_KEY)  # fmt: skip
+        if MASK_KEY in columns:
+            columns[MASK_KEY] = columns[MASK_KEY].astype(bool)
+        elif STATE_KEY in columns and not self.metis:
+            columns[MASK_KEY] = np.ones((total, 2), dtype=bool)  # data of others: no mask stored
         return columns
+
+    def _file_of_row(self, row: int) -> Path:
+        start = 0
+        for path, rows in self._row_files:
+            if row < start + rows:
+                return path
+            start += rows
+        return self.root
 
     # -- access -----------------------------------------------------------------------------
 
@@ -801,8 +1135,91 @@ class LeRobotDataset:
             self._videos, self._pid = {}, os.getpid()
         reader = self._videos.get((key, str(path)))
         if reader is None:
-            reader = self._videos[(key, str(path))] = VideoReader(path)
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing but episode {self.episodes[episode]['episode_index']} refers to it")  # fmt: skip
+            if self._verify and str(path) not in self._video_checked:
+                self._check_video_digest(path, self._sink)
+            reader = VideoReader(path)
+            try:
+                self._check_video(reader, key, self._sink)
+            except BaseException:
+                reader.close()
+                raise
+            self._video_checked.add(str(path))
+            self._videos[(key, str(path))] = reader
         return reader
+
+    def _check_video_digest(self, path: Path, sink: Sink) -> None:
+        rel = path.relative_to(self.root).as_posix()
+        if self._expect_digests and rel in self._digests:
+            digest, recorded_in = self._digests[rel]
+            self._files_hashed += 1
+            verify_digest(path, None, digest, sink, recorded_in=recorded_in)
+        elif self._expect_digests:
+            sink(path, "no checksum is recorded for this committed video in meta/metis_checksums", kind="checksum")  # fmt: skip
+
+    def _check_video(self, reader: VideoReader, key: str, sink: Sink) -> None:
+        """The stream's frame rate equals info.json's, and it is long enough for its episodes."""
+        rate = reader.rate
+        if rate is not None and abs(rate - self.fps) > 1e-3 * self.fps:
+            sink(reader.path, f"the video runs at {rate:g} fps but meta/info.json says {self.fps:g} fps; timestamps would pick the wrong frames", kind="video")  # fmt: skip
+        frames = reader.frame_count
+        users = [ep for ep in self.episodes if key in ep["videos"] and ep["videos"][key][0] == reader.path]  # fmt: skip
+        if frames and users:
+            needed = max(round(ep["videos"][key][1] * self.fps) + ep["length"] for ep in users)
+            if frames < needed:
+                last = max(users, key=lambda ep: ep["videos"][key][2])
+                sink(reader.path, f"holds {frames} frames but episode {last['episode_index']} needs frames up to {needed} (from its from_timestamp and length); the video is truncated or its episode indices point elsewhere", episode=last["episode_index"], kind="video")  # fmt: skip
+
+    def _check_extra(self, sink: Sink, *, deep: bool, report: Any) -> None:
+        """The checks of ``metis-datasets check`` beyond an open's: info digest, every video, strays."""
+        info_path = self.root / "meta" / "info.json"
+        recorded = self.metis.get("info_sha256")
+        if recorded is not None and recorded != info_digest(self.info):
+            sink(info_path, "content does not match the info_sha256 recorded in it when it was written: it was edited or damaged afterwards", kind="checksum")  # fmt: skip
+        referenced: set[str] = set()
+        for ep in self.episodes:
+            referenced.add(ep["data_file"].relative_to(self.root).as_posix())
+            referenced.add(ep["source_file"].relative_to(self.root).as_posix())
+            for path, _, _ in ep["videos"].values():
+                referenced.add(path.relative_to(self.root).as_posix())
+        for folder in ("data", "videos", "meta/episodes"):
+            base = self.root / folder
+            for path in sorted(base.rglob("*")) if base.is_dir() else []:
+                rel = path.relative_to(self.root).as_posix()
+                if path.is_file() and rel not in referenced:
+                    sink(path, "no committed episode refers to this file (a leftover of an interrupted run, or a stray copy); the writer deletes leftovers when it resumes", kind="incomplete")  # fmt: skip
+        if not self.columns and self.episodes:
+            return  # the structure is broken; the videos cannot be matched to episodes
+        for key in self.video_keys:
+            files: dict[Path, list[dict]] = {}
+            for ep in self.episodes:
+                if key in ep["videos"]:
+                    files.setdefault(ep["videos"][key][0], []).append(ep)
+            for path, users in files.items():
+                if not path.exists():
+                    sink(path, f"is missing but {len(users)} committed episode(s) refer to it", episode=users[0]["episode_index"], kind="video")  # fmt: skip
+                    continue
+                self._check_video_digest(path, sink)
+                try:
+                    reader = VideoReader(path)
+                except CorruptFileError as err:
+                    sink(path, str(err), kind="video")
+                    continue
+                try:
+                    self._check_video(reader, key, sink)
+                    if deep:
+                        times = reader.all_frame_times()
+                        report.frames_decoded += len(times)
+                        for ep in users:
+                            _, start, end = ep["videos"][key]
+                            inside = int(((times >= start - 0.5 / self.fps) & (times < end - 0.5 / self.fps)).sum())  # fmt: skip
+                            if inside != ep["length"]:
+                                sink(path, f"decodes {inside} frames in [{start:.4f}, {end:.4f}) s, the episode has {ep['length']}", episode=ep["episode_index"], kind="video")  # fmt: skip
+                except CorruptFileError as err:
+                    sink(path, str(err), kind="video")
+                finally:
+                    reader.close()
 
     def video_decode_stats(self) -> dict[str, int]:
         """Frames decoded, seeks and cache hits of this process's video readers, summed.

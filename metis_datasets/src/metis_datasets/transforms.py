@@ -34,7 +34,10 @@ class SampleSpec:
     Args:
         chunk_len: Future actions per sample (the paper uses 30 at 30 Hz; 32 also common).
         history: Proprio states per sample (the paper uses 1).
-        motion_window: Frames the motion tokenizer encodes (16).
+        motion_window: Frames the motion tokenizer encodes (16): the upcoming
+            ``motion_seconds`` of actions resampled to this many frames (DESIGN §5).
+        motion_seconds: Duration of the motion window (1 s), as the motion tokenizer's
+            ``window_seconds``.
         image_size: Side of the square image after the centre crop, or None for no image.
         norm_mode: ``mean_std``, ``min_max``, ``q01_q99`` or ``identity``.
         augment: Apply image augmentation (training only).
@@ -46,6 +49,7 @@ class SampleSpec:
     chunk_len: int = 30
     history: int = 1
     motion_window: int = 16
+    motion_seconds: float = 1.0
     image_size: int | None = None
     norm_mode: str = "mean_std"
     augment: bool = False
@@ -54,6 +58,8 @@ class SampleSpec:
     def __post_init__(self) -> None:
         if self.chunk_len < 1 or self.history < 1 or self.motion_window < 1:
             raise ValueError(f"chunk_len, history and motion_window must be >= 1, got {self.chunk_len}, {self.history}, {self.motion_window}")  # fmt: skip
+        if not self.motion_seconds > 0:
+            raise ValueError(f"motion_seconds must be > 0, got {self.motion_seconds}")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size must be >= 8 or None, got {self.image_size}")
         NormMode.parse(self.norm_mode)
@@ -208,10 +214,22 @@ def build_sample(
     state_all, action_all, mask_all = dataset.state, dataset.action, dataset.hand_mask
     hist_idx, hist_valid = window_indices(local - spec.history + 1, spec.history, length)
     chunk_idx, chunk_valid = window_indices(local, spec.chunk_len, length)
-    motion_idx, motion_valid = window_indices(local, spec.motion_window, length)
+    # The motion window: the upcoming motion_seconds (frames local .. local+span, the last
+    # frame held past the episode end) resampled to motion_window frames, linear positions and
+    # slerp rotations, the rule of metis_core.vla.data.motion_windows_for_episode.
+    span = max(round(spec.motion_seconds * dataset.fps), 1)
+    motion_idx, _ = window_indices(local, span + 1, length)
+    motion_times = np.arange(span + 1, dtype=np.float64) / dataset.fps
+    motion_query = np.linspace(0.0, motion_times[-1], spec.motion_window)
+    motion_valid = local + motion_query * dataset.fps <= length - 1 + 1e-9
     state = torch.from_numpy(state_all[start + hist_idx])
     action = torch.from_numpy(action_all[start + chunk_idx])
-    motion = torch.from_numpy(action_all[start + motion_idx])
+    motion = resample_hand_vectors(
+        torch.from_numpy(np.ascontiguousarray(action_all[start + motion_idx])),
+        motion_times,
+        target_times=motion_query,
+        hand_mask=torch.from_numpy(np.ascontiguousarray(mask_all[start + motion_idx])),
+    ).vectors
     chunk_mask = torch.from_numpy(mask_all[start + chunk_idx] & chunk_valid[:, None])
     if normalizers:
         state = normalizers[STATE_KEY].normalize(state)

@@ -106,6 +106,34 @@ class VideoReader:
         self.stats = {"decoded": 0, "seeks": 0, "cache_hits": 0}
 
     @property
+    def rate(self) -> float | None:
+        """Frame rate the stream declares (None if it declares none)."""
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        return float(rate) if rate else None
+
+    @property
+    def frame_count(self) -> int:
+        """Frames the container declares (0 if unknown)."""
+        return int(self._stream.frames or 0)
+
+    def all_frame_times(self) -> np.ndarray:
+        """Decode every frame from the start; ``(N,)`` seconds of each (for ``check --deep``).
+
+        Raises:
+            CorruptFileError: If decoding fails part-way.
+        """
+        self._decoder = None
+        times = []
+        try:
+            self._container.seek(self._start, stream=self._stream, backward=True, any_frame=False)
+            for frame in self._container.decode(self._stream):
+                times.append((frame.pts - self._start) * self._time_base)
+        except (av.error.FFmpegError, OSError) as err:
+            raise CorruptFileError(f"{self.path}: decoding failed after {len(times)} frames ({err}); the video is truncated or corrupt") from err  # fmt: skip
+        self._last_time = -float("inf")
+        return np.asarray(times, dtype=np.float64)
+
+    @property
     def size(self) -> tuple[int, int]:
         """``(height, width)`` of the stored frames."""
         return int(self._stream.height), int(self._stream.width)
@@ -137,7 +165,11 @@ class VideoReader:
             CorruptFileError: If a frame cannot be found within the tolerance.
         """
         wanted = np.asarray(timestamps, dtype=np.float64).reshape(-1)
-        out = [self._frame_at(float(target), tolerance_s, size) for target in wanted]
+        try:
+            out = [self._frame_at(float(target), tolerance_s, size) for target in wanted]
+        except (av.error.FFmpegError, OSError) as err:  # e.g. a truncated file (EACCES, EOF)
+            self._decoder = None
+            raise CorruptFileError(f"{self.path}: cannot decode the frames at t={wanted[:4].round(4).tolist()} s ({type(err).__name__}: {err}); the video is truncated or corrupt") from err  # fmt: skip
         height, width = size or self.size
         return np.stack(out) if out else np.zeros((0, height, width, 3), np.uint8)
 

@@ -21,7 +21,7 @@ from fixtures_ph2d import TASK as PH2D_TASK
 from fixtures_ph2d import ph2d_scene, write_ph2d_episode
 from source_fixtures import check_hand, hand_motion
 
-from metis_datasets import TABLE6_WEIGHTS, LeRobotDataset, MixtureDataset
+from metis_datasets import TABLE6_WEIGHTS, LeRobotDataset, MixtureDataset, check_dataset
 from metis_datasets.cli import dataset_table, main
 from metis_datasets.convert import CONVERSION_LOG, convert, converted_episode_ids
 from metis_datasets.sources.h2o import H2OSource
@@ -121,6 +121,8 @@ def test_all_eight_sources_mix_at_table6_weights_and_print_stats(tmp_path: Path)
         roots[name] = tmp_path / name
         report = convert(name, raw, roots[name], config={"with_images": False, **extra}, progress=False)  # fmt: skip
         assert report.skipped == [], (name, report.skipped)
+        check = check_dataset(roots[name])  # every dataset the project writes passes the check
+        assert check.ok, check.summary()
     assert sorted(roots) == sorted(["arctic", "h2o", "holoassist", "oakink", "egodex", "ph2d", "actionnet", "metis_glove"])  # fmt: skip
     # default weights by source name = Table 6
     count = 20000

@@ -468,6 +468,12 @@ class _AllowListUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):
+            # protocols 0-2 store bytes (an array's buffer) as latin-1 text re-encoded on load
+            return _latin1_encode
+        if (module, name) in (("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")):  # fmt: skip
+            # protocol 5 stores an array's buffer out of the pickle stream
+            return _frombuffer
         if (module, name) == ("torch.storage", "_load_from_bytes"):
             # torch pickles storages as torch.save bytes; read them with the safe loader.
             return _torch_storage_from_bytes
@@ -477,6 +483,22 @@ class _AllowListUnpickler(pickle.Unpickler):
             f"refusing to unpickle {module}.{name}: only numpy arrays, torch tensors and plain "
             "containers are read from dataset files"
         )
+
+
+def _latin1_encode(text: Any, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` restricted to what numpy pickles of protocols 0-2 use (latin-1 text)."""
+    if not isinstance(text, str) or encoding.replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591"):  # fmt: skip
+        raise pickle.UnpicklingError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}): only latin-1 text (numpy's protocol 0-2 buffers) is decoded")  # fmt: skip
+    return text.encode("latin1")
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    """numpy's protocol-5 array rebuild, refusing object dtypes (which would need unpickling)."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("refusing an object array in a protocol-5 buffer")
+    array = np.frombuffer(buffer, dtype=dtype)
+    return array.reshape(shape, order="F" if order == "F" else "C")
 
 
 def _torch_storage_from_bytes(data: bytes) -> Any:
@@ -494,7 +516,7 @@ def load_pickle(path: Path) -> Any:
     try:
         with path.open("rb") as handle:
             return _AllowListUnpickler(handle).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as err:
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as err:  # fmt: skip
         raise ValueError(f"{path}: cannot read as a pickled array file ({err})") from err
 
 
@@ -515,14 +537,20 @@ def load_pickled_npy(path: Path) -> Any:
         except ValueError as err:
             raise ValueError(f"{path}: not a .npy file ({err})") from err
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0  # fmt: skip
-        shape, fortran, dtype = reader(handle)
+        try:
+            shape, fortran, dtype = reader(handle)
+        except (ValueError, EOFError, SyntaxError) as err:
+            raise ValueError(f"{path}: truncated or malformed .npy header ({err})") from err
         if not dtype.hasobject:
             count = math.prod(shape)
-            array = np.frombuffer(handle.read(count * dtype.itemsize), dtype=dtype, count=count)
+            data = handle.read(count * dtype.itemsize)
+            if len(data) != count * dtype.itemsize:
+                raise ValueError(f"{path}: truncated .npy file: the header promises {count * dtype.itemsize} bytes of {dtype} {shape}, the file holds {len(data)}")  # fmt: skip
+            array = np.frombuffer(data, dtype=dtype, count=count)
             return array.reshape(shape, order="F" if fortran else "C")
         try:
             array = _AllowListUnpickler(handle).load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as err:  # fmt: skip
             raise ValueError(f"{path}: cannot read the pickled object ({err})") from err
     if isinstance(array, np.ndarray) and array.shape == () and array.dtype == object:
         return array.item()
