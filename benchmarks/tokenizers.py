@@ -101,6 +101,16 @@ def main() -> None:
         "22.7 mm / 3.2 deg / 4.2 mm (wrist, rotation, fingertips) to 12.9 mm / 1.9 deg / 4.6 mm",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quantize-dropout",
+        action="store_true",
+        help="train motion_rvq with quantize dropout (for coarse-to-fine decoding)",
+    )
+    parser.add_argument(
+        "--compare-cosine",
+        action="store_true",
+        help="also train the 2-level model with a cosine-similarity codebook (the authors')",
+    )
     parser.add_argument("--quick", action="store_true", help="1-minute smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()  # fmt: skip
@@ -118,28 +128,40 @@ def main() -> None:
     reports: dict[str, EvalReport] = {}
     runs = args.out / "tokenizer_runs"
 
-    for levels in (2, 1, 4):
+    variants = [(2, "euclidean"), (1, "euclidean"), (4, "euclidean")]
+    if args.compare_cosine:
+        variants.append((2, "cosine"))
+    for levels, metric in variants:
         minutes = args.train_minutes if levels == 2 else other_minutes
         print(f"training motion_rvq with {levels} level(s) for {minutes:g} min ...", flush=True)
         result = train_motion_rvq(
             train,
-            runs / f"motion_rvq_{levels}",
-            model_config=MotionRVQConfig(num_levels=levels),
+            runs / f"motion_rvq_{levels}_{metric}",
+            model_config=MotionRVQConfig(
+                num_levels=levels,
+                codebook_metric=metric,
+                quantize_dropout=args.quantize_dropout and levels > 1,
+            ),
             train_config=TrainConfig(
-                steps=1_000_000,
-                batch_size=args.batch_size,
                 max_minutes=minutes,
-                schedule_by_time=True,
+                batch_size=args.batch_size,
                 checkpoint_every=0,
                 log_every=100,
                 seed=args.seed,
                 part_weights=part_weights,
+                threads=args.threads,
             ),
             resume=False,
         )
         print(f"  {result.steps} steps in {result.seconds:.0f} s", flush=True)
-        label = f"motion_rvq L={levels} ({minutes:g} min)"
+        suffix = "" if metric == "euclidean" else ", cosine"
+        label = f"motion_rvq L={levels} ({minutes:g} min{suffix})"
         reports[label] = evaluate_tokenizer(result.tokenizer, heldout)
+        if levels > 1 and metric == "euclidean":
+            # Coarse-to-fine: the same model decoded from its level-0 codes only.
+            reports[f"  level 0 only of L={levels}"] = evaluate_tokenizer(
+                result.tokenizer, heldout, levels=1
+            )
 
     # BPE vocabularies are fitted on (at most) 20k training windows, which is plenty for them.
     fit_set = generate_motion_windows(min(args.train_windows, 20000), seed=args.seed, split="train")

@@ -41,15 +41,44 @@ def test_short_training_reconstructs_heldout_windows(heldout) -> None:
     # Holding the start pose for the whole window ("no motion") is the trivial baseline.
     still = heldout.actions[:, :1].expand_as(heldout.actions)
     baseline = reconstruction_errors(heldout.actions, still, heldout.hand_mask)
-    # 150 steps of a small model learn the fingers first; the wrists need the longer runs of
-    # benchmarks/tokenizers.py (about 15 mm / 3.5 degrees after ~900 steps at full size).
+    # 150 steps of a small model learn the fingers first (the wrists need the longer runs of
+    # benchmarks/tokenizers.py, about 12 mm / 1.7 degrees after 15 minutes at full size); that
+    # the wrist is coded at all is tested by test_training_codes_the_wrist_motion.
     assert errors["fingertip_mm"] < 7.0
     assert errors["fingertip_mm"] < 0.4 * baseline["fingertip_mm"]
     assert errors["nmse"] < 0.6 * baseline["nmse"]
-    assert errors["wrist_position_mm"] < 1.2 * baseline["wrist_position_mm"]
-    assert errors["wrist_rotation_deg"] < 1.2 * baseline["wrist_rotation_deg"]
     # Frame 0 is the start state itself: no token is spent on where the hands are.
     assert torch.allclose(decoded[:, 0], heldout.actions[:, 0], atol=1e-5)
+
+
+def test_training_codes_the_wrist_motion(tmp_path) -> None:
+    """The wrist is coded for real: on windows it has trained on, the decoded wrist trajectory
+    is far closer than holding the start pose (measured 0.54× / 0.51× for position / rotation;
+    a tokenizer that codes no wrist motion stays at 1.0×)."""
+    windows = generate_motion_windows(64, seed=1)
+    torch.manual_seed(0)
+    result = train_motion_rvq(
+        windows,
+        tmp_path / "wrist",
+        model_config=small_config(codebook_size=64),
+        train_config=TrainConfig(
+            steps=200, batch_size=64, learning_rate=3e-3, log_every=50, checkpoint_every=0
+        ),
+        progress=False,
+    )
+    tokenizer = result.tokenizer
+    decoded = tokenizer.decode(tokenizer.encode(windows.actions), windows.actions[:, 0])
+    errors = reconstruction_errors(windows.actions, decoded, windows.hand_mask)
+    still = windows.actions[:, :1].expand_as(windows.actions)
+    baseline = reconstruction_errors(windows.actions, still, windows.hand_mask)
+    assert errors["wrist_position_mm"] < 0.7 * baseline["wrist_position_mm"]
+    assert errors["wrist_rotation_deg"] < 0.7 * baseline["wrist_rotation_deg"]
+    # not only on average: the typical moving window's wrist is coded, not left at its start
+    per_window = (decoded - windows.actions)[..., RIGHT.wrist_position].norm(dim=-1).mean(1)
+    held = (still - windows.actions)[..., RIGHT.wrist_position].norm(dim=-1).mean(1)
+    moving = windows.hand_mask[:, 1] & (held > 0.02)
+    assert int(moving.sum()) > 10
+    assert float((per_window[moving] / held[moving]).median()) < 0.8
 
 
 def test_tokens_do_not_depend_on_where_the_hands_are(heldout) -> None:
@@ -62,10 +91,10 @@ def test_tokens_do_not_depend_on_where_the_hands_are(heldout) -> None:
 
 
 def test_decode_from_codes_is_exact_in_eval_mode(heldout) -> None:
-    tokenizer = trained().eval()
+    tokenizer = trained()
     actions = heldout.actions[:32]
     with torch.no_grad():
-        output = tokenizer(actions)
+        output = tokenizer.reconstruct(actions)
         through_network = from_relative(
             tokenizer.features_from_network(output.reconstruction), actions[:, 0]
         )
@@ -107,7 +136,7 @@ def test_right_hand_only_config_gives_20_tokens() -> None:
     assert tokenizer.tokens_per_window == 20
     windows = generate_motion_windows(64, seed=3)
     tokenizer.train()
-    tokenizer(windows.actions)  # initialises the codebook (k-means)
+    tokenizer.reconstruct(windows.actions, update_codebook=True)  # k-means initialisation
     codes = tokenizer.encode(windows.actions)
     assert codes.shape == (64, 20)
     decoded = tokenizer.decode(codes, windows.actions[:, 0])
@@ -170,7 +199,9 @@ def test_config_validation(fields, message) -> None:
 def test_training_resume_is_exact(tmp_path) -> None:
     windows = generate_motion_windows(512, seed=5)
     config = small_config(hidden_dim=32, latent_dim=32, codebook_size=64)
-    train = dict(batch_size=32, log_every=5, checkpoint_every=5, seed=3)
+    # All 12 steps inside the warm-up: the learning rate does not depend on the total steps, so
+    # a 7-step run extended to 12 is the 12-step run.
+    train = dict(batch_size=32, log_every=5, checkpoint_every=5, seed=3, warmup_steps=100)
     straight = train_motion_rvq(
         windows,
         tmp_path / "a",

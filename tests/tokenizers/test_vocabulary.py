@@ -324,3 +324,36 @@ def test_bad_inputs_raise_clear_errors(vocab: DynamicsVocabulary) -> None:
         VocabularySpec(end_dynamics="[BOD]")
     with pytest.raises(ValueError, match="mode must be"):
         vocab.prompt_ids("grasp", mode="think")  # type: ignore[arg-type]
+
+
+def _step(vocab: DynamicsVocabulary) -> list[int]:
+    visual = torch.arange(vocab.spec.visual_tokens) % vocab.spec.visual_codes
+    motion = torch.arange(vocab.spec.motion_tokens) % vocab.spec.motion_codes
+    return vocab.build_sequence(
+        "grasp the cube", visual, motion, subtask="reach"
+    ).input_ids.tolist()
+
+
+@pytest.mark.parametrize("bad", [-1, -(2**40), 2**40, 10**6])
+def test_parse_rejects_ids_outside_the_vocabulary_in_the_subtask(vocab, bad) -> None:
+    ids = _step(vocab)
+    boa = ids.index(vocab.begin_reasoning_id)
+    ids.insert(boa + 1, bad)  # inside the subtask text
+    with pytest.raises(ValueError, match=rf"ids: token ids must be in \[0, {len(vocab.tokenizer)}\)"):  # fmt: skip
+        vocab.parse(ids)
+
+
+def test_parse_rejects_code_tokens_inside_the_subtask_text(vocab) -> None:
+    ids = _step(vocab)
+    boa = ids.index(vocab.begin_reasoning_id)
+    for pasted in (int(vocab.motion_ids[3]), int(vocab.visual_ids[0]), vocab.end_dynamics_id):
+        broken = [*ids[: boa + 1], pasted, *ids[boa + 1 :]]
+        with pytest.raises(ValueError, match="subtask text .* holds a dynamics token"):
+            vocab.parse(broken)
+    assert vocab.parse(ids).subtask == "reach"
+
+
+@pytest.mark.parametrize("empty", [[], (), torch.zeros(0, dtype=torch.long)])
+def test_parse_of_an_empty_sequence_says_so(vocab, empty) -> None:
+    with pytest.raises(ValueError, match="the sequence is empty"):
+        vocab.parse(empty)

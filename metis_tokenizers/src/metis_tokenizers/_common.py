@@ -16,6 +16,9 @@ Dimension letters: ``B`` batch, ``T`` frames per window, ``D`` = 48 contract val
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +31,11 @@ __all__ = [
     "HAND_LAYOUT_LIST",
     "check_actions",
     "check_hand_mask",
+    "check_integer_codes",
+    "check_local_path",
+    "check_rotations",
     "check_start",
+    "check_windows",
     "from_relative",
     "present_from_start",
     "to_relative",
@@ -38,16 +45,87 @@ __all__ = [
 HAND_LAYOUT_LIST = (LEFT, RIGHT)
 
 
+#: A 6D rotation whose first half, or whose second half's part orthogonal to the first, is
+#: shorter than this does not define a rotation.
+ROT6D_DEGENERATE = 1e-6
+
+
+def check_local_path(path_or_repo: Any) -> None:
+    """Fail locally for a path that does not exist, instead of asking the Hub about it.
+
+    Only a bare ``owner/name`` string whose ``owner`` is not a local directory can be a Hugging
+    Face Hub repository id; anything else that does not exist (``runs/rvqq`` when ``runs/``
+    exists, ``./x``, ``/abs/x``, ``a/b/c``, a ``Path`` object) raises here.
+
+    Raises:
+        FileNotFoundError: "no such directory", naming the path.
+    """
+    text = os.fspath(path_or_repo)
+    path = Path(text).expanduser()
+    if path.exists():
+        return
+    hub_like = (
+        isinstance(path_or_repo, str)
+        and re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None
+        and not text.startswith(".")
+        and not Path(text.split("/")[0]).is_dir()
+    )
+    if not hub_like:
+        raise FileNotFoundError(
+            f"{text}: no such directory (a local path: nothing was looked up on the network; "
+            "expected a directory written by save_pretrained)"
+        )
+
+
 def _as_float_tensor(x: Any, what: str) -> torch.Tensor:
+    """A float tensor of any precision (or numpy array) as float32 on the CPU."""
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+        if x.dtype.kind != "f":
+            raise ValueError(
+                f"{what}: expected floating-point values (metres), got numpy dtype {x.dtype}"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if not isinstance(x, torch.Tensor):
         raise ValueError(
             f"{what}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}"
         )
     if not x.is_floating_point():
         raise ValueError(f"{what}: expected floating-point values (metres), got dtype {x.dtype}")
-    return x.float()
+    # float64 / float16 / bfloat16 in: float32 out (what the networks and the contract use).
+    return x.detach().to(device="cpu", dtype=torch.float32)
+
+
+def _degenerate_rot6d(rot6d: torch.Tensor) -> torch.Tensor:
+    """``(..., 6)`` → ``(...)`` bool: a zero first half, or a second half parallel to it."""
+    r = rot6d.double()
+    a, b = r[..., :3], r[..., 3:]
+    norm_a = a.norm(dim=-1)
+    unit_a = a / norm_a.clamp_min(1e-300)[..., None]
+    orthogonal = b - (b * unit_a).sum(-1, keepdim=True) * unit_a
+    return (norm_a < ROT6D_DEGENERATE) | (orthogonal.norm(dim=-1) < ROT6D_DEGENERATE)
+
+
+def check_rotations(x: torch.Tensor, present: torch.Tensor, *, what: str) -> None:
+    """Raise if a present hand's wrist 6D rotation is zero or degenerate.
+
+    Args:
+        x: ``(B, T, 48)`` or ``(B, 48)`` contract values.
+        present: ``(B, 2)`` bool.
+    """
+    for layout in HAND_LAYOUT_LIST:
+        rot = x[..., layout.wrist_rot6d]
+        bad = _degenerate_rot6d(rot)
+        if bad.dim() == 2:
+            bad = bad.any(1)
+        bad = bad & present[:, HAND_LAYOUT_LIST.index(layout)]
+        if bool(bad.any()):
+            row = int(torch.nonzero(bad)[0])
+            raise ValueError(
+                f"{what}: the {layout.side} wrist rotation (values {layout.wrist_rot6d.start}-"
+                f"{layout.wrist_rot6d.stop - 1}) of window {row} is zero or degenerate (two "
+                "parallel 3-vectors), but the hand is marked present; give a valid 6D rotation, "
+                "or mark the hand missing in hand_mask"
+            )
 
 
 def check_actions(actions: Any, window_len: int, *, what: str = "actions") -> torch.Tensor:
@@ -83,36 +161,67 @@ def check_hand_mask(hand_mask: Any, batch: int, window_len: int) -> torch.Tensor
     """Validate a hand mask and reduce it to one presence flag per window and hand.
 
     Args:
-        hand_mask: ``None`` (both hands present), ``(B, 2)`` or ``(B, T, 2)`` bools. With a
-            per-frame mask a hand counts as present only if it is present in every frame.
+        hand_mask: ``None`` (both hands present), ``(B, 2)`` or ``(B, T, 2)`` bools (or 0/1
+            values). With a per-frame mask a hand counts as present only if it is present in
+            every frame.
 
     Returns:
         ``(B, 2)`` bool.
+
+    Raises:
+        ValueError: For another type or shape, or values other than booleans / 0 / 1 (NaN and
+            0.5 included).
     """
     if hand_mask is None:
         return torch.ones(batch, 2, dtype=torch.bool)
     if isinstance(hand_mask, np.ndarray):
-        hand_mask = torch.from_numpy(hand_mask)
+        if hand_mask.dtype.kind not in "biuf":
+            raise ValueError(f"hand_mask: expected booleans, got numpy dtype {hand_mask.dtype}")
+        hand_mask = torch.from_numpy(np.ascontiguousarray(hand_mask))
     if not isinstance(hand_mask, torch.Tensor):
         raise ValueError(
             f"hand_mask: expected a bool tensor of shape ({batch}, 2), got {type(hand_mask).__name__}"
         )
-    if hand_mask.dim() == 3 and tuple(hand_mask.shape) == (batch, window_len, 2):
-        hand_mask = hand_mask.bool().all(dim=1)
-    if tuple(hand_mask.shape) != (batch, 2):
+    shape = tuple(hand_mask.shape)
+    if shape not in ((batch, 2), (batch, window_len, 2)):
         raise ValueError(
             f"hand_mask: expected shape ({batch}, 2) or ({batch}, {window_len}, 2) (left, right), "
-            f"got {tuple(hand_mask.shape)}"
+            f"got {shape}"
         )
     if hand_mask.dtype != torch.bool:
-        if not bool(((hand_mask == 0) | (hand_mask == 1)).all()):
-            raise ValueError("hand_mask: expected booleans (or 0/1 values)")
-        hand_mask = hand_mask.bool()
-    return hand_mask
+        if hand_mask.is_complex():
+            raise ValueError(f"hand_mask: expected booleans, got dtype {hand_mask.dtype}")
+        # Judge the values before any reduction: NaN or 0.5 is not a presence flag.
+        values = hand_mask.double() if hand_mask.is_floating_point() else hand_mask
+        if not bool(((values == 0) | (values == 1)).all()):
+            raise ValueError(
+                "hand_mask: expected booleans (or 0/1 values), got other values (e.g. NaN or 0.5)"
+            )
+        hand_mask = hand_mask != 0
+    if hand_mask.dim() == 3:
+        hand_mask = hand_mask.all(dim=1)
+    return hand_mask.cpu()
 
 
-def check_start(start: Any, batch: int, *, name: str) -> torch.Tensor:
-    """Validate the start state ``(B, 48)`` that relative decoding needs."""
+def check_start(
+    start: Any, batch: int, *, name: str, hand_mask: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the start state ``(B, 48)`` that relative decoding needs.
+
+    Args:
+        start: ``(B, 48)`` float (any precision; returned as float32).
+        batch: Expected batch size.
+        name: Tokenizer name for the messages.
+        hand_mask: ``(B, 2)`` presence. ``None``: a hand whose 24 start values are all zero is
+            missing (:func:`present_from_start`), every other hand present.
+
+    Returns:
+        ``(start (B, 48) float32, present (B, 2) bool)``.
+
+    Raises:
+        ValueError: For a missing, mis-shaped or non-finite start, or a zero / degenerate wrist
+            rotation of a present hand.
+    """
     if start is None:
         raise ValueError(
             f"{name}.decode needs `start`: the (B, {ACTION_DIM}) state at the window's first "
@@ -127,7 +236,9 @@ def check_start(start: Any, batch: int, *, name: str) -> torch.Tensor:
         )
     if not bool(torch.isfinite(x).all()):
         raise ValueError("start: contains NaN or infinity")
-    return x
+    present = present_from_start(x) if hand_mask is None else check_hand_mask(hand_mask, batch, 1)
+    check_rotations(x, present, what="start")
+    return x, present
 
 
 def present_from_start(start: torch.Tensor) -> torch.Tensor:
@@ -165,15 +276,19 @@ def to_relative(actions: torch.Tensor, hand_mask: torch.Tensor | None = None) ->
     return out
 
 
-def from_relative(features: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+def from_relative(
+    features: torch.Tensor, start: torch.Tensor, present: torch.Tensor | None = None
+) -> torch.Tensor:
     """Start-relative features back to contract windows.
 
     Args:
         features: ``(B, T, 48)`` as made by :func:`to_relative` (or predicted).
         start: ``(B, 48)`` the state at the first frame.
+        present: ``(B, 2)`` bool; missing hands come back as zeros. ``None``: hands whose start
+            values are all zero are missing.
 
     Returns:
-        ``(B, T, 48)``; hands whose start values are all zero (missing) come back as zeros.
+        ``(B, T, 48)``.
     """
     out = torch.zeros_like(features)
     for layout in HAND_LAYOUT_LIST:
@@ -189,15 +304,80 @@ def from_relative(features: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         out[..., layout.fingertips] = (
             start[:, None, layout.fingertips] + features[..., layout.fingertips]
         )
-    present = present_from_start(start)
+    if present is None:
+        present = present_from_start(start)
     return out * hand_value_mask(present)[:, None, :].to(out.dtype)
+
+
+def check_windows(
+    actions: Any, hand_mask: Any, window_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate windows and their mask: ``(B, T, 48)`` float32 and ``(B, 2)`` bool.
+
+    Beyond :func:`check_actions` and :func:`check_hand_mask`, a hand marked present must have a
+    valid wrist rotation in every frame (a zero 6D is the contract's "missing hand").
+    """
+    x = check_actions(actions, window_len)
+    mask = check_hand_mask(hand_mask, x.shape[0], window_len)
+    check_rotations(x, mask, what="actions")
+    return x, mask
 
 
 def fit_windows(actions: Any, hand_mask: Any, window_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate training windows for ``fit`` methods: ``(N, T, 48)`` float32 and ``(N, 2)`` mask."""
-    x = check_actions(actions, window_len)
-    mask = check_hand_mask(hand_mask, x.shape[0], window_len)
-    return x, mask
+    return check_windows(actions, hand_mask, window_len)
+
+
+def check_integer_codes(codes: Any, width: int | None, vocab_size: int) -> torch.Tensor:
+    """Validate ``(B, width)`` integer token ids in ``[0, vocab_size)`` and return them as int64.
+
+    Accepts tensors, numpy arrays and nested lists of Python ints of any integer dtype (uint64
+    included); rejects floats, bools, strings, ``None``, ragged lists and empty batches with a
+    ``ValueError`` naming what was expected.
+    """
+    expected = f"a (B, {width if width is not None else 'N'}) tensor of integer token ids"
+    if codes is None or isinstance(codes, (str, bytes)):
+        raise ValueError(f"codes: expected {expected}, got {type(codes).__name__}")
+    if isinstance(codes, np.ndarray):
+        if codes.dtype.kind not in "iu":
+            raise ValueError(f"codes: expected integer token ids, got numpy dtype {codes.dtype}")
+        if codes.dtype == np.uint64 and codes.size and int(codes.max()) >= vocab_size:
+            raise ValueError(f"codes: ids must be in [0, {vocab_size}), got {int(codes.max())}")
+        codes = torch.from_numpy(np.ascontiguousarray(codes.astype(np.int64)))
+    if not isinstance(codes, torch.Tensor):
+        if isinstance(codes, (list, tuple)) and any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer))
+            for row in codes
+            if isinstance(row, (list, tuple))
+            for v in row
+        ):
+            raise ValueError("codes: expected integer token ids, got a non-integer value")
+        try:
+            codes = torch.as_tensor(codes)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+            raise ValueError(
+                f"codes: expected {expected}, got {type(codes).__name__} that is not a "
+                f"rectangular array of integers ({err})"
+            ) from err
+    if codes.is_floating_point() or codes.dtype == torch.bool or codes.is_complex():
+        raise ValueError(f"codes: expected integer token ids, got dtype {codes.dtype}")
+    if codes.dtype in (torch.uint16, torch.uint32, torch.uint64):
+        # torch lacks min/max for these: judge them as Python ints.
+        values = codes.flatten().tolist()
+        if values and max(values) >= vocab_size:
+            raise ValueError(f"codes: ids must be in [0, {vocab_size}), got {max(values)}")
+        codes = torch.tensor(values, dtype=torch.int64).view(codes.shape)
+    if codes.dim() != 2 or (width is not None and codes.shape[1] != width):
+        raise ValueError(f"codes: expected shape (B, {width}), got {tuple(codes.shape)}")
+    if codes.shape[0] == 0:
+        raise ValueError("codes: the batch is empty")
+    codes = codes.cpu().long()
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= vocab_size):
+        raise ValueError(
+            f"codes: ids must be in [0, {vocab_size}), got values in "
+            f"[{int(codes.min())}, {int(codes.max())}]"
+        )
+    return codes
 
 
 def zero_motion_frame(batch: int) -> torch.Tensor:

@@ -22,6 +22,11 @@ from metis_core.registry import TOKENIZERS
 
 __all__ = ["main"]
 
+THREADS_HELP = (
+    "torch threads [default: half the idle cores, 1-4, printed at the start; small models "
+    "slow down 4-30x when their threads compete with other work]."
+)
+
 
 @click.group()
 def main() -> None:
@@ -48,28 +53,35 @@ def generate(path: str, count: int, window_len: int, split: str, seed: int) -> N
 @click.argument("name")
 @click.option("--data", "data_path", required=True, help="Array file of windows or LeRobot dir.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--steps", default=2000, show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
+@click.option(
+    "--steps",
+    default=None,
+    type=int,
+    help="Optimiser steps [default: 2000; with --max-minutes, as many as the time allows].",
+)
+@click.option("--batch-size", default=128, show_default=True)
 @click.option("--lr", "learning_rate", default=2e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
-    "--warmup-steps", default=100, show_default=True, help="Linear learning-rate warm-up."
-)
-@click.option(
-    "--threads",
+    "--warmup-steps",
     default=None,
     type=int,
-    help="torch threads (default: torch's choice; 1 is often fastest for small models).",
+    help="Linear learning-rate warm-up [default: 5 % of the steps, at most 100].",
 )
+@click.option("--threads", default=None, type=int, help=THREADS_HELP)
 @click.option(
     "--part-weights",
-    default="1,1,1",
+    default="2,2,1",
     show_default=True,
-    help="motion_rvq: loss weights of wrist position, wrist rotation and fingertips "
-    "(benchmarks/tokenizers.py uses 2,2,1).",
+    help="motion_rvq: loss weights of wrist position, wrist rotation and fingertips.",
 )
 @click.option("--checkpoint-every", default=500, show_default=True)
-@click.option("--max-minutes", default=None, type=float, help="Stop (and save) after this long.")
+@click.option(
+    "--max-minutes",
+    default=None,
+    type=float,
+    help="Stop (and save) after this long; the learning-rate schedule then follows the clock.",
+)
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
 @click.option(
     "--config", "config_json", default=None, help="JSON object of tokenizer config fields."
@@ -97,11 +109,11 @@ def train(
     name: str,
     data_path: str,
     out_dir: str,
-    steps: int,
+    steps: int | None,
     batch_size: int,
     learning_rate: float,
     seed: int,
-    warmup_steps: int,
+    warmup_steps: int | None,
     threads: int | None,
     part_weights: str,
     checkpoint_every: int,
@@ -155,7 +167,11 @@ def train(
         return
     cls = TOKENIZERS.get(name)
     config = cls.config_class(**fields)
-    windows = load_windows(data_path, window_len=getattr(config, "window_len", None))
+    windows = load_windows(
+        data_path,
+        window_len=getattr(config, "window_len", None),
+        window_seconds=getattr(config, "window_seconds", None),
+    )
     if name == "motion_rvq":
         from metis_tokenizers.training import TrainConfig, train_motion_rvq
 
@@ -169,13 +185,17 @@ def train(
                 param_hint="--part-weights",
             ) from None
 
-        result = train_motion_rvq(
-            windows,
-            out_dir,
-            model_config=config,
-            train_config=TrainConfig(**optimisation, part_weights=weights),
-            resume=not no_resume,
-        )
+        try:
+            result = train_motion_rvq(
+                windows,
+                out_dir,
+                model_config=config,
+                train_config=TrainConfig(**optimisation, part_weights=weights),
+                resume=not no_resume,
+                progress=True,
+            )
+        except ValueError as err:
+            raise click.ClickException(str(err)) from None
         click.echo(
             f"trained {name} for {result.steps} steps in {result.seconds:.0f} s "
             f"(loss {result.final_loss:.4f}); saved to {out_dir}"
@@ -197,12 +217,32 @@ def train(
 @click.option(
     "--stride", default=1, show_default=True, help="visual_dynamics_vq: frames between pairs."
 )
+@click.option("--threads", default=None, type=int, help=THREADS_HELP)
+@click.option(
+    "--levels",
+    default=None,
+    type=int,
+    help="motion_rvq: decode from the first LEVELS residual levels only (coarse-to-fine).",
+)
 def evaluate(
-    directory: str, data_path: str, plot_path: str | None, json_path: str | None, stride: int
+    directory: str,
+    data_path: str,
+    plot_path: str | None,
+    json_path: str | None,
+    stride: int,
+    threads: int | None,
+    levels: int | None,
 ) -> None:
     """Evaluate the tokenizer saved in DIRECTORY on --data windows (or frame pairs)."""
+    import torch
+
     from metis_tokenizers.data import load_windows
     from metis_tokenizers.evaluation import evaluate_tokenizer, plot_reconstruction
+    from metis_tokenizers.training import choose_threads
+
+    choice = choose_threads(threads)
+    torch.set_num_threads(choice.threads)
+    click.echo(f"using {choice.reason}")
 
     tokenizer = load_component(directory)
     if tokenizer.name == "visual_dynamics_vq":
@@ -220,8 +260,12 @@ def evaluate(
         if json_path:
             Path(json_path).write_text(json.dumps(vd_report.to_dict(), indent=2))
         return
-    windows = load_windows(data_path, window_len=getattr(tokenizer.config, "window_len", None))
-    report = evaluate_tokenizer(tokenizer, windows)
+    windows = load_windows(
+        data_path,
+        window_len=getattr(tokenizer.config, "window_len", None),
+        window_seconds=getattr(tokenizer.config, "window_seconds", None),
+    )
+    report = evaluate_tokenizer(tokenizer, windows, levels=levels)
     lines = [
         f"tokenizer            {report.tokenizer}",
         f"windows              {report.windows}",

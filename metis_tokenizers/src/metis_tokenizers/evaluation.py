@@ -143,6 +143,7 @@ def evaluate_tokenizer(
     batch_size: int = 512,
     timing_batches: tuple[int, ...] = (1, 64),
     timing_repeats: int = 30,
+    levels: int | None = None,
 ) -> EvalReport:
     """Encode and decode held-out windows and measure errors, token counts and speed.
 
@@ -152,6 +153,8 @@ def evaluate_tokenizer(
         batch_size: Windows per encode/decode call for the error measurement.
         timing_batches: Batch sizes to time encode and decode at.
         timing_repeats: Calls timed per measurement (the median is reported).
+        levels: ``motion_rvq`` only: decode from the first ``levels`` residual levels
+            (coarse-to-fine); the token count reported is then that of those levels.
 
     Returns:
         :class:`EvalReport`.
@@ -161,6 +164,9 @@ def evaluate_tokenizer(
     for begin in range(0, actions.shape[0], batch_size):
         chunk, chunk_mask = actions[begin : begin + batch_size], mask[begin : begin + batch_size]
         codes = tokenizer.encode(chunk, chunk_mask)
+        if levels is not None:
+            hands, steps, _ = tokenizer.codes_shape
+            codes = codes.view(len(chunk), hands, steps, -1)[..., :levels].reshape(len(chunk), -1)
         counts.extend(
             [len(row) for row in codes]
             if isinstance(codes, list)
@@ -169,7 +175,8 @@ def evaluate_tokenizer(
         if isinstance(codes, torch.Tensor):
             all_codes.append(codes)
         start = chunk[:, 0] * hand_value_mask(chunk_mask).float()
-        recon.append(tokenizer.decode(codes, start))
+        extra = {} if levels is None else {"levels": levels}
+        recon.append(tokenizer.decode(codes, start, **extra))
     reconstructed = torch.cat(recon)
     errors = reconstruction_errors(actions, reconstructed, mask)
     encode_ms, decode_ms = {}, {}
@@ -183,7 +190,7 @@ def evaluate_tokenizer(
         )
         decode_ms[size] = _time_ms(lambda c=codes, s=start: tokenizer.decode(c, s), timing_repeats)
     health: list[dict[str, float]] = []
-    if all_codes and hasattr(tokenizer, "codes_shape"):
+    if all_codes and hasattr(tokenizer, "codes_shape") and levels is None:
         from metis_tokenizers.training import codebook_health
 
         codes = torch.cat(all_codes)

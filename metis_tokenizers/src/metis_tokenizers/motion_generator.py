@@ -49,10 +49,13 @@ class MotionWindows:
     Attributes:
         actions: ``(N, T, 48)`` float32 contract actions.
         hand_mask: ``(N, 2)`` bool presence (left, right).
+        window_seconds: Duration each window spans (first to last frame), if known; checked
+            against the tokenizer's ``window_seconds`` when training.
     """
 
     actions: torch.Tensor
     hand_mask: torch.Tensor
+    window_seconds: float | None = None
 
 
 def _min_jerk(tau: np.ndarray) -> np.ndarray:
@@ -190,4 +193,6 @@ def generate_motion_windows(
         torch.from_numpy(tips.transpose(0, 2, 1, 3, 4)).float(),
         hand_mask=torch.from_numpy(mask_per_frame.copy()),
     )
-    return MotionWindows(actions=actions.float(), hand_mask=torch.from_numpy(hand_mask))
+    return MotionWindows(
+        actions=actions.float(), hand_mask=torch.from_numpy(hand_mask), window_seconds=1.0
+    )

@@ -187,6 +187,10 @@ class ParsedDynamics:
 def _as_int_tensor(values: Any, what: str) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         tensor = values
+    elif isinstance(values, (list, tuple)) and len(values) == 0:
+        tensor = torch.zeros(0, dtype=torch.long)  # an empty list has no dtype to judge
+    elif isinstance(values, (str, bytes)) or values is None:
+        raise ValueError(f"{what}: expected integer token ids, got {type(values).__name__}")
     else:
         try:
             tensor = torch.as_tensor(np.asarray(values))
@@ -507,7 +511,19 @@ class DynamicsVocabulary:
         ids = _as_int_tensor(ids, "ids")
         if ids.dim() != 1:
             raise ValueError(f"ids: expected one sequence (L,), got shape {tuple(ids.shape)}")
+        if ids.numel() == 0:
+            raise ValueError(
+                f"ids: the sequence is empty (no {self.spec.begin_dynamics} token); not a "
+                "dynamics step"
+            )
         values = ids.tolist()
+        size = len(self.tokenizer)
+        bad = [(i, v) for i, v in enumerate(values) if not 0 <= v < size]
+        if bad:
+            raise ValueError(
+                f"ids: token ids must be in [0, {size}) (the tokenizer's vocabulary), got "
+                f"{bad[0][1]} at position {bad[0][0]}"
+            )
         bod = [i for i, v in enumerate(values) if v == self.begin_dynamics_id]
         if not bod:
             raise ValueError(f"ids: no {self.spec.begin_dynamics} token; not a dynamics step")
@@ -530,6 +546,15 @@ class DynamicsVocabulary:
         boa = [i for i, v in enumerate(values[: bod[-1]]) if v == self.begin_reasoning_id]
         if boa:
             text = values[boa[-1] + 1 : bod[-1]]
+            added = set(self.added_ids.tolist())
+            inside = [i for i, v in enumerate(text) if v in added]
+            if inside:
+                position = boa[-1] + 1 + inside[0]
+                raise ValueError(
+                    f"ids: the subtask text between {self.spec.begin_reasoning} and "
+                    f"{self.spec.begin_dynamics} holds a dynamics token (id {values[position]} at "
+                    f"position {position}); code and control tokens never belong to the text"
+                )
             subtask = self.tokenizer.decode(text, skip_special_tokens=False).strip()
         return ParsedDynamics(
             visual_codes=visual, motion_codes=motion, subtask=subtask, complete=complete

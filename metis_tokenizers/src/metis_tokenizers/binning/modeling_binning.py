@@ -16,9 +16,9 @@ from metis_core.contract import ACTION_DIM
 from metis_core.interfaces import Tokenizer
 from metis_core.io import CorruptFileError
 from metis_tokenizers._common import (
-    check_actions,
-    check_hand_mask,
+    check_integer_codes,
     check_start,
+    check_windows,
     fit_windows,
     from_relative,
     to_relative,
@@ -65,32 +65,47 @@ class Binning(Tokenizer):
         self.fitted = True
         return self
 
+    def _require_fitted(self) -> None:
+        if not self.fitted:
+            raise ValueError(
+                "binning: this tokenizer is not fitted (its value ranges are unknown); call "
+                "fit(training_windows) first or load a fitted one with Binning.from_pretrained(path)"
+            )
+
     def encode(self, actions: Any, hand_mask: Any = None) -> torch.Tensor:
-        """Windows ``(B, T, 48)`` to ``(B, tokens_per_window)`` int64 bin ids."""
-        x = check_actions(actions, self.config.window_len)
-        mask = check_hand_mask(hand_mask, x.shape[0], self.config.window_len)
+        """Windows ``(B, T, 48)`` to ``(B, tokens_per_window)`` int64 bin ids.
+
+        Raises:
+            ValueError: If not fitted, or for invalid windows or masks.
+        """
+        self._require_fitted()
+        x, mask = check_windows(actions, hand_mask, self.config.window_len)
         values = to_relative(x, mask)[:, 1:]
         unit = ((values - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
         bins = torch.round(unit * (self.config.num_bins - 1)).long()
         return bins.reshape(x.shape[0], -1)
 
-    def decode(self, codes: Any, start: Any = None) -> torch.Tensor:
-        """Bin ids back to ``(B, T, 48)`` windows, given the ``(B, 48)`` start state."""
-        if not isinstance(codes, torch.Tensor):
-            codes = torch.as_tensor(codes)
-        if codes.is_floating_point() or codes.dtype == torch.bool:
-            raise ValueError(f"codes: expected integer bin ids, got dtype {codes.dtype}")
-        if codes.dim() != 2 or codes.shape[1] != self.tokens_per_window:
-            raise ValueError(
-                f"codes: expected shape (B, {self.tokens_per_window}), got {tuple(codes.shape)}"
-            )
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.vocab_size):
-            raise ValueError(f"codes: ids must be in [0, {self.vocab_size})")
-        start_state = check_start(start, codes.shape[0], name=self.name)
+    def decode(self, codes: Any, start: Any = None, hand_mask: Any = None) -> torch.Tensor:
+        """Bin ids back to ``(B, T, 48)`` windows, given the ``(B, 48)`` start state.
+
+        Args:
+            codes: ``(B, tokens_per_window)`` integer ids.
+            start: ``(B, 48)`` state at the first frame.
+            hand_mask: ``(B, 2)`` presence, as given to :meth:`encode`; missing hands come back
+                as zeros. ``None``: a hand whose 24 start values are all zero is missing.
+
+        Raises:
+            ValueError: If not fitted, or for invalid codes, start or mask.
+        """
+        self._require_fitted()
+        codes = check_integer_codes(codes, self.tokens_per_window, self.vocab_size)
+        start_state, present = check_start(
+            start, codes.shape[0], name=self.name, hand_mask=hand_mask
+        )
         unit = codes.float().view(codes.shape[0], -1, ACTION_DIM) / (self.config.num_bins - 1)
         values = self.low + unit * (self.high - self.low)
         features = torch.cat([zero_motion_frame(codes.shape[0]), values], 1)
-        return from_relative(features, start_state)
+        return from_relative(features, start_state, present)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The fitted range."""

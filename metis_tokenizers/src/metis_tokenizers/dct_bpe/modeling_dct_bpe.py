@@ -22,9 +22,8 @@ from metis_core.contract import ACTION_DIM, hand_value_mask
 from metis_core.interfaces import Tokenizer
 from metis_core.io import CorruptFileError
 from metis_tokenizers._common import (
-    check_actions,
-    check_hand_mask,
     check_start,
+    check_windows,
     fit_windows,
     from_relative,
     to_relative,
@@ -135,20 +134,21 @@ class DCTBPE(Tokenizer):
     def encode(self, actions: Any, hand_mask: Any = None) -> list[list[int]]:
         """Windows ``(B, T, 48)`` to one list of BPE ids per window (lengths vary)."""
         bpe = self._require_fitted()
-        x = check_actions(actions, self.config.window_len)
-        mask = check_hand_mask(hand_mask, x.shape[0], self.config.window_len)
+        x, mask = check_windows(actions, hand_mask, self.config.window_len)
         texts = list(self._to_text(self._coefficients(x, mask)))
         return [encoding.ids for encoding in bpe.encode_batch(texts)]
 
-    def decode(self, codes: Any, start: Any = None) -> torch.Tensor:
+    def decode(self, codes: Any, start: Any = None, hand_mask: Any = None) -> torch.Tensor:
         """Lists of BPE ids back to ``(B, T, 48)`` windows, given the ``(B, 48)`` start state.
 
         A sequence that decodes to too few or too many coefficients (possible for ids a policy
-        generated) is zero-padded or cut, as FAST does.
+        generated) is zero-padded or cut, as FAST does. ``hand_mask (B, 2)``, as given to
+        :meth:`encode`, marks missing hands (they come back as zeros); without it a hand whose 24
+        start values are all zero is missing.
         """
         bpe = self._require_fitted()
         if isinstance(codes, torch.Tensor):
-            if codes.dim() != 2 or codes.is_floating_point():
+            if codes.dim() != 2 or codes.is_floating_point() or codes.dtype == torch.bool:
                 raise ValueError(
                     f"codes: expected a list of id lists or a (B, N) integer tensor, got "
                     f"{tuple(codes.shape)} {codes.dtype}"
@@ -161,9 +161,11 @@ class DCTBPE(Tokenizer):
         size = self.vocab_size
         for row in codes:
             for token in row:
-                if not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < size:
+                if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < size:
                     raise ValueError(f"codes: ids must be integers in [0, {size}), got {token!r}")
-        start_state = check_start(start, len(codes), name=self.name)
+        if not codes:
+            raise ValueError("codes: the batch is empty")
+        start_state, present = check_start(start, len(codes), name=self.name, hand_mask=hand_mask)
         count = self.values_per_window
         rows = []
         for row in codes:
@@ -175,7 +177,7 @@ class DCTBPE(Tokenizer):
         unit = torch.einsum("kt,bkd->btd", self.dct, coefficients / self.config.scale)
         values = self.low + (unit + 1.0) * 0.5 * (self.high - self.low)
         features = torch.cat([zero_motion_frame(len(codes)), values], 1)
-        return from_relative(features, start_state)
+        return from_relative(features, start_state, present)
 
     # -- save / load -------------------------------------------------------------------------
 

@@ -7,9 +7,26 @@ from dataclasses import dataclass
 from metis_core.config import ComponentConfig
 from metis_core.contract import HAND_CONTRACT
 
-__all__ = ["NORMALIZATION_MODES", "MotionRVQConfig"]
+__all__ = ["CODEBOOK_METRICS", "NORMALIZATION_MODES", "MotionRVQConfig"]
 
 NORMALIZATION_MODES = ("mean_std", "part_std")
+CODEBOOK_METRICS = ("euclidean", "cosine")
+
+#: Upper bounds of the integer sizes, checked before any module is built (a crafted
+#: ``config.json`` must not be able to allocate until memory runs out).
+LIMITS = {
+    "window_len": 1024,
+    "latent_steps": 1024,
+    "num_levels": 64,
+    "codebook_size": 65536,
+    "latent_dim": 4096,
+    "codebook_dim": 4096,
+    "hidden_dim": 4096,
+    "num_conv_blocks": 64,
+    "attention_layers": 64,
+    "attention_heads": 64,
+    "kmeans_iters": 1000,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -17,8 +34,11 @@ class MotionRVQConfig(ComponentConfig):
     """Sizes of the motion tokenizer (METIS §3.2; defaults give 2 × 10 × 2 = 40 tokens).
 
     Args:
-        window_len: Frames per action window (about 1 s resampled to 16 frames, as in the
-            authors' release).
+        window_len: Frames per action window: the upcoming ``window_seconds`` of actions
+            resampled to this many frames (1 s to 16 frames, as in DESIGN §5 and the authors'
+            release).
+        window_seconds: Duration a window spans (first to last frame); saved with the
+            tokenizer and checked against the data's rate where the data records it.
         action_layout: Contract the windows follow; only ``"metis-hand-v1"`` is implemented.
         hands: Which hands get tokens, a subset of ``("left", "right")`` in that order.
         latent_steps: Latent time steps per hand (each gets ``num_levels`` codes).
@@ -38,11 +58,17 @@ class MotionRVQConfig(ComponentConfig):
         commitment_weight: Weight of the commitment loss.
         condition_on_start: Feed the (normalised) start state to the decoder.
         normalization_mode: How relative features are normalised before encoding; the
-            statistics are fitted on the training windows and saved with the weights. Only
-            ``"mean_std"`` is implemented.
+            statistics are fitted on the training windows and saved with the weights.
+        codebook_metric: ``"euclidean"`` (nearest code by distance, our default: better in
+            ``benchmarks/tokenizers.py``) or ``"cosine"`` (l2-normalised codes and latents, the
+            authors' setting).
+        quantize_dropout: Train with quantize dropout (each step keeps only the first ``k``
+            levels, ``k`` random), so that decoding from the first levels alone
+            (``decode(..., levels=k)``) stays accurate: coarse-to-fine generation.
     """
 
     window_len: int = 16
+    window_seconds: float = 1.0
     action_layout: str = HAND_CONTRACT.id
     hands: tuple[str, ...] = ("left", "right")
     latent_steps: int = 10
@@ -64,9 +90,33 @@ class MotionRVQConfig(ComponentConfig):
     commitment_weight: float = 1.0
     condition_on_start: bool = True
     normalization_mode: str = "mean_std"
+    # Note: the authors use a cosine-similarity codebook; ours is Euclidean by default (see
+    # codebook_metric) because it reconstructed better in our benchmark.
+    codebook_metric: str = "euclidean"
+    quantize_dropout: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for field, limit in LIMITS.items():
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{field} must be an integer, got {value!r}")
+            if value > limit:
+                raise ValueError(f"{field} must be <= {limit}, got {value}")
+        if len(self.conv_kernels) > 8 or any(
+            isinstance(k, bool) or not isinstance(k, int) or k > 63 for k in self.conv_kernels
+        ):
+            raise ValueError(
+                f"conv_kernels must be at most 8 odd integer sizes <= 63, got {self.conv_kernels}"
+            )
+        if not isinstance(self.window_seconds, (int, float)) or not (
+            0.0 < float(self.window_seconds) <= 60.0
+        ):
+            raise ValueError(f"window_seconds must be in (0, 60], got {self.window_seconds!r}")
+        if self.codebook_metric not in CODEBOOK_METRICS:
+            raise ValueError(
+                f"codebook_metric must be one of {CODEBOOK_METRICS}, got {self.codebook_metric!r}"
+            )
         if self.window_len < 2:
             raise ValueError(f"window_len must be >= 2 frames, got {self.window_len}")
         if self.action_layout != HAND_CONTRACT.id:

@@ -11,10 +11,18 @@ back to contract actions.
 
 Token order in ``codes (B, N)``: hand-major, then latent step, then level, i.e.
 ``codes.view(B, H, L, Q)``.
+
+Modes: a tokenizer is built and loaded in eval mode; ``encode``, ``decode`` and calling the
+object (which encodes, as FAST users expect) never change its state, whatever the mode. Only
+:meth:`MotionRVQ.reconstruct` with ``update_codebook=True`` (what the trainer calls) initialises
+or updates the codebook.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,9 +33,10 @@ from vector_quantize_pytorch import ResidualVQ
 from metis_core.contract import HAND_LAYOUTS
 from metis_core.interfaces import Tokenizer
 from metis_tokenizers._common import (
-    check_actions,
-    check_hand_mask,
+    check_integer_codes,
+    check_local_path,
     check_start,
+    check_windows,
     from_relative,
     to_relative,
 )
@@ -191,6 +200,9 @@ class MotionRVQ(Tokenizer, nn.Module):
         self.encoder = PoseNetEncoder(config)
         # METIS §3.2: residual VQ with one codebook shared by the levels, k-means initialisation
         # and dead-code replacement (vector-quantize-pytorch).
+        # Note: the authors' quantiser uses cosine similarity; we default to Euclidean codes
+        # (``codebook_metric``), project the 128-D latent to ``codebook_dim`` = 32 for the lookup,
+        # and optionally train with quantize dropout for coarse-to-fine decoding.
         self.quantizer = ResidualVQ(
             dim=config.latent_dim,
             codebook_dim=config.codebook_dim,
@@ -202,7 +214,11 @@ class MotionRVQ(Tokenizer, nn.Module):
             threshold_ema_dead_code=config.dead_code_threshold,
             decay=config.ema_decay,
             commitment_weight=config.commitment_weight,
+            use_cosine_sim=config.codebook_metric == "cosine",
+            quantize_dropout=config.quantize_dropout,
         )
+        # Note: the authors' decoder is only conditioned on the wrist; ours reconstructs the wrist
+        # motion too (it is part of every hand's 24 coded values), conditioned on the start state.
         self.decoder = TemporalDecoder(config)
         # Fitted normalisation of the relative features and of the start state, per contract
         # value; saved with the weights.
@@ -216,6 +232,49 @@ class MotionRVQ(Tokenizer, nn.Module):
         )
         hand_values = torch.tensor([list(layout.indices) for layout in self.hand_layouts])
         self.register_buffer("hand_values", hand_values, persistent=False)
+        # Inference-ready from the start: the trainer switches to train mode itself.
+        self.eval()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo: str | os.PathLike[str], **kwargs: Any) -> MotionRVQ:
+        """Load a saved tokenizer, in eval mode (ready for ``encode`` / ``decode``).
+
+        A string that names a local path (``runs/rvq``, ``./x``) but does not exist fails here
+        with "no such directory"; only a bare ``owner/name`` whose owner is not a local directory
+        is looked up on the Hugging Face Hub.
+        """
+        check_local_path(path_or_repo)
+        model = super().from_pretrained(path_or_repo, **kwargs)
+        return model.eval()
+
+    def load_state_tensors(
+        self, tensors: Mapping[str, torch.Tensor], *, strict: bool = True
+    ) -> None:
+        """Restore weights and buffers; the tokenizer is left in eval mode."""
+        super().load_state_tensors(tensors, strict=strict)
+        self.eval()
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Run the block in eval mode without gradients, then restore every module's mode."""
+        modes = [(module, module.training) for module in self.modules()]
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    def _require_trained(self, what: str) -> None:
+        if not self.is_trained:
+            raise ValueError(
+                f"motion_rvq.{what}: this tokenizer is untrained (its codebook is not "
+                "initialised); train it with metis_tokenizers.training.train_motion_rvq or load "
+                "one with MotionRVQ.from_pretrained(path)"
+            )
 
     # -- interface ---------------------------------------------------------------------------
 
@@ -232,6 +291,9 @@ class MotionRVQ(Tokenizer, nn.Module):
     @property
     def codes_shape(self) -> tuple[int, int, int]:
         """``(H, L, Q)``: the view of one window's codes."""
+        # Note: the authors order tokens as time chunks × fingers × levels; ours are hands ×
+        # latent steps × levels, so one hand's motion is one contiguous run of tokens and a
+        # one-hand config drops a hand's block.
         c = self.config
         return len(c.hands), c.latent_steps, c.num_levels
 
@@ -253,8 +315,7 @@ class MotionRVQ(Tokenizer, nn.Module):
         Returns:
             ``self``.
         """
-        x = check_actions(actions, self.config.window_len)
-        mask = check_hand_mask(hand_mask, x.shape[0], self.config.window_len)
+        x, mask = check_windows(actions, hand_mask, self.config.window_len)
         features = to_relative(x, mask)
         for layout in self.hand_layouts:
             present = mask[:, layout.index]
@@ -301,128 +362,246 @@ class MotionRVQ(Tokenizer, nn.Module):
 
     # -- networks ----------------------------------------------------------------------------
 
-    def forward(self, actions: torch.Tensor, hand_mask: Any = None) -> MotionRVQOutput:
-        """Training pass: encode, quantise (updating the codebook in train mode), decode.
+    def forward(self, actions: Any, hand_mask: Any = None) -> torch.Tensor:
+        """Calling the tokenizer encodes (as with FAST): ``tokenizer(actions) == encode(actions)``."""
+        return self.encode(actions, hand_mask)
+
+    def reconstruct(
+        self, actions: Any, hand_mask: Any = None, *, update_codebook: bool = False
+    ) -> MotionRVQOutput:
+        """Differentiable pass: encode, quantise (straight-through), decode.
 
         Args:
             actions: ``(B, T, 48)``.
             hand_mask: ``(B, 2)``, ``(B, T, 2)`` or ``None``.
+            update_codebook: Initialise (k-means) and update the codebook (EMA, dead-code
+                replacement, quantize dropout) from this batch. Only the trainer sets it, and it
+                needs train mode; otherwise the codebook is read, never written.
+
+        Returns:
+            :class:`MotionRVQOutput`; ``commit_loss`` is zero unless ``update_codebook``.
         """
-        x = check_actions(actions, self.config.window_len)
-        present_all = check_hand_mask(hand_mask, x.shape[0], self.config.window_len)
+        x, present_all = check_windows(actions, hand_mask, self.config.window_len)
+        if update_codebook and not self.training:
+            raise ValueError(
+                "motion_rvq.reconstruct: update_codebook=True needs train mode (call .train())"
+            )
+        if not update_codebook:
+            self._require_trained("reconstruct")
         features, starts = self.prepare(x, present_all)
         batch, hands = features.shape[:2]
         flat = features.flatten(0, 1)
         hand_index = self.hand_indices.repeat(batch)
         latents = self.encoder(flat, hand_index)
-        quantised, codes, commit = self.quantizer(latents)
+        quantizer_mode = self.quantizer.training
+        self.quantizer.train(update_codebook)
+        try:
+            quantised, codes, commit = self.quantizer(latents)
+        finally:
+            self.quantizer.train(quantizer_mode)
+        if not update_codebook:
+            # Eval-mode quantisation passes no gradient to the encoder: add the straight-through
+            # path explicitly, so a loss on the reconstruction still reaches the encoder.
+            quantised = latents + (quantised - latents).detach()
         recon = self.decoder(quantised, hand_index, starts.flatten(0, 1))
         shape = (batch, hands, *recon.shape[1:])
         return MotionRVQOutput(
             reconstruction=recon.view(shape),
             target=features,
             codes=codes.view(batch, hands, *codes.shape[1:]),
-            commit_loss=commit.sum(),
+            commit_loss=commit.sum() if update_codebook else recon.new_zeros(()),
             present=present_all[:, self.hand_indices],
         )
 
     # -- tokens ------------------------------------------------------------------------------
 
     def encode(self, actions: Any, hand_mask: Any = None) -> torch.Tensor:
-        """Windows to codes.
+        """Windows to codes; never changes the tokenizer (its mode, codebook or buffers).
 
         Args:
-            actions: ``(B, T, 48)`` contract windows (``T = window_len``).
+            actions: ``(B, T, 48)`` contract windows (``T = window_len``), any float dtype.
             hand_mask: ``(B, 2)`` or ``(B, T, 2)`` bool presence; all present if omitted.
-                A missing hand still gets its codes (those of "no motion").
+                A missing hand still gets its codes (those of "no motion"); give the same mask
+                to :meth:`decode`.
 
         Returns:
             ``(B, tokens_per_window)`` int64 codes in ``[0, vocab_size)``.
 
         Raises:
-            ValueError: For wrong shapes, dtypes or non-finite values.
+            ValueError: For wrong shapes, dtypes, non-finite values, a zero wrist rotation of a
+                present hand, an invalid mask, or an untrained tokenizer.
         """
-        x = check_actions(actions, self.config.window_len)
-        present = check_hand_mask(hand_mask, x.shape[0], self.config.window_len)
-        if not self.is_trained:
-            raise ValueError(
-                "motion_rvq: this tokenizer is untrained (its codebook is not initialised); train "
-                "it with metis_tokenizers.training.train_motion_rvq or load one with "
-                "MotionRVQ.from_pretrained(path)"
-            )
-        was_training = self.training
-        if was_training:
-            self.eval()
-        try:
-            with torch.no_grad():
-                features, _ = self.prepare(x, present)
-                batch = features.shape[0]
-                hand_index = self.hand_indices.repeat(batch)
-                latents = self.encoder(features.flatten(0, 1), hand_index)
-                _, codes, _ = self.quantizer(latents)
-        finally:
-            if was_training:
-                self.train()
+        x, present = check_windows(actions, hand_mask, self.config.window_len)
+        self._require_trained("encode")
+        with self._inference():
+            features, _ = self.prepare(x, present)
+            batch = features.shape[0]
+            hand_index = self.hand_indices.repeat(batch)
+            latents = self.encoder(features.flatten(0, 1), hand_index)
+            _, codes, _ = self.quantizer(latents)
         return codes.reshape(batch, -1).long()
 
-    def check_codes(self, codes: Any) -> torch.Tensor:
-        """Validate ``(B, tokens_per_window)`` integer codes in range and return them as int64."""
-        if not isinstance(codes, torch.Tensor):
-            try:
-                codes = torch.as_tensor(codes)
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise ValueError(
-                    f"codes: expected a (B, {self.tokens_per_window}) integer tensor, got "
-                    f"{type(codes).__name__}"
-                ) from err
-        if codes.is_floating_point() or codes.dtype == torch.bool or codes.is_complex():
-            raise ValueError(f"codes: expected integer token ids, got dtype {codes.dtype}")
-        if codes.dim() != 2 or codes.shape[1] != self.tokens_per_window:
-            raise ValueError(
-                f"codes: expected shape (B, {self.tokens_per_window}) (hands × latent steps × "
-                f"levels = {' × '.join(map(str, self.codes_shape))}), got {tuple(codes.shape)}"
-            )
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.vocab_size):
-            raise ValueError(
-                f"codes: ids must be in [0, {self.vocab_size}), got values in "
-                f"[{int(codes.min())}, {int(codes.max())}]"
-            )
-        return codes.long()
+    def check_codes(self, codes: Any, levels: int | None = None) -> torch.Tensor:
+        """Validate codes and return them as ``(B, H, L, Q')`` int64 (``Q' = levels or Q``).
 
-    def decode(self, codes: Any, start: Any = None) -> torch.Tensor:
-        """Codes back to windows.
+        Accepts ``(B, tokens_per_window)`` codes, or with ``levels = k`` also
+        ``(B, H × L × k)`` codes that hold only the first ``k`` levels (same order).
+        """
+        hands, steps, num_levels = self.codes_shape
+        if levels is not None and (
+            isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= num_levels
+        ):
+            raise ValueError(f"levels must be an integer in [1, {num_levels}], got {levels!r}")
+        width = self.tokens_per_window
+        if levels is not None and levels < num_levels:
+            probe = codes if isinstance(codes, torch.Tensor) else None
+            if probe is not None and probe.dim() == 2 and probe.shape[1] == hands * steps * levels:
+                width = hands * steps * levels
+        try:
+            checked = check_integer_codes(codes, width, self.vocab_size)
+        except ValueError as err:
+            if "shape" in str(err):
+                raise ValueError(
+                    f"codes: expected shape (B, {self.tokens_per_window}) (hands × latent steps "
+                    f"× levels = {' × '.join(map(str, self.codes_shape))}), got "
+                    f"{str(err).rsplit('got ', 1)[-1]}"
+                ) from None
+            raise
+        view = checked.view(checked.shape[0], hands, steps, -1)
+        return view[..., : levels or num_levels]
+
+    def latents_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(N, L, k)`` codes of the first ``k`` levels → quantised latents ``(N, L, latent_dim)``.
+
+        The sum of the first ``k`` levels' code vectors, projected to the latent: for
+        ``k = num_levels`` exactly what the quantiser gives; for fewer, the coarse-to-fine
+        prefix.
+        """
+        codebooks = self.quantizer.codebooks  # (Q, K, codebook_dim); one shared codebook
+        summed = sum(codebooks[q][codes[..., q]] for q in range(codes.shape[-1]))
+        return self.quantizer.project_out(summed)
+
+    def code_embeddings(self, space: str = "latent") -> torch.Tensor:
+        """The code vectors per level, e.g. to initialise a language model's new token rows.
 
         Args:
-            codes: ``(B, tokens_per_window)`` int64.
+            space: ``"codebook"``: the raw ``(Q, K, codebook_dim)`` codebook vectors;
+                ``"latent"``: each projected into the decoder's latent space without the
+                projection's bias, ``(Q, K, latent_dim)`` (the decoder input is the sum over
+                levels plus that bias).
+
+        Returns:
+            A detached copy (the levels share one codebook, so the rows repeat per level).
+        """
+        if space not in ("latent", "codebook"):
+            raise ValueError(f"space must be 'latent' or 'codebook', got {space!r}")
+        self._require_trained("code_embeddings")
+        with torch.no_grad():
+            codebooks = self.quantizer.codebooks.clone()
+            if space == "codebook" or not isinstance(self.quantizer.project_out, nn.Linear):
+                return codebooks
+            return codebooks @ self.quantizer.project_out.weight.T
+
+    def decode(
+        self,
+        codes: Any,
+        start: Any = None,
+        hand_mask: Any = None,
+        *,
+        levels: int | None = None,
+    ) -> torch.Tensor:
+        """Codes back to windows; never changes the tokenizer.
+
+        Args:
+            codes: ``(B, tokens_per_window)`` integer codes (or ``(B, H × L × levels)`` with
+                ``levels``).
             start: ``(B, 48)`` state at the window's first frame (at inference, the robot's
-                current proprio state). Hands whose 24 start values are all zero are treated
-                as missing and come back as zeros.
+                current proprio state).
+            hand_mask: ``(B, 2)`` presence, as given to :meth:`encode`: missing hands come back
+                as zeros. ``None``: a hand whose 24 start values are all zero is missing, every
+                other hand present (so encode and decode agree when missing hands are zeros, as
+                the contract writes them).
+            levels: Decode from the first ``levels`` residual levels only (coarse-to-fine; most
+                accurate for tokenizers trained with ``quantize_dropout``). Default: all.
 
         Returns:
             ``(B, T, 48)`` float32 actions; frame 0 equals ``start`` for present hands.
 
         Raises:
-            ValueError: For codes of the wrong shape, dtype or range, or a bad ``start``.
+            ValueError: For codes of the wrong shape, dtype or range, a bad ``start`` (a zero or
+                degenerate wrist rotation of a present hand included) or mask, or an untrained
+                tokenizer.
         """
-        codes = self.check_codes(codes)
-        start_state = check_start(start, codes.shape[0], name=self.name)
-        batch = codes.shape[0]
-        hands, steps, levels = self.codes_shape
-        was_training = self.training
-        if was_training:
-            self.eval()
-        try:
-            with torch.no_grad():
-                indices = codes.view(batch * hands, steps, levels)
-                quantised = self.quantizer.get_output_from_indices(indices)
-                starts = ((start_state - self.start_mean) / self.start_std)[:, self.hand_values]
-                hand_index = self.hand_indices.repeat(batch)
-                recon = self.decoder(quantised, hand_index, starts.flatten(0, 1))
-                features = self.features_from_network(recon.view(batch, hands, *recon.shape[1:]))
-        finally:
-            if was_training:
-                self.train()
-        return from_relative(features, start_state)
+        grid = self.check_codes(codes, levels)
+        start_state, present = check_start(
+            start, grid.shape[0], name=self.name, hand_mask=hand_mask
+        )
+        self._require_trained("decode")
+        with self._inference():
+            return self._decode_latents(
+                self.latents_from_codes(grid.flatten(0, 1)), start_state, present
+            )
+
+    def decode_soft(
+        self,
+        probabilities: torch.Tensor,
+        start: Any,
+        hand_mask: Any = None,
+        *,
+        straight_through: bool = True,
+    ) -> torch.Tensor:
+        """Differentiable decoding from per-token code distributions (for policy training).
+
+        A policy that predicts logits over the codes can train with a loss in action space:
+        ``decode_soft(logits.softmax(-1), start)``. With ``straight_through`` the forward pass
+        uses the most likely code (exactly :meth:`decode` of the argmax) and the gradient flows
+        to the probabilities as if they had been used; otherwise the expected code vector is
+        decoded.
+
+        Args:
+            probabilities: ``(B, tokens_per_window, vocab_size)``, rows summing to 1.
+            start: ``(B, 48)``.
+            hand_mask: As in :meth:`decode`.
+
+        Returns:
+            ``(B, T, 48)`` actions with gradients to ``probabilities`` (and the decoder).
+        """
+        if not isinstance(probabilities, torch.Tensor) or not probabilities.is_floating_point():
+            raise ValueError("probabilities: expected a float tensor (B, N, vocab_size)")
+        expected = (self.tokens_per_window, self.vocab_size)
+        if probabilities.dim() != 3 or tuple(probabilities.shape[1:]) != expected:
+            raise ValueError(
+                f"probabilities: expected shape (B, {expected[0]}, {expected[1]}), got "
+                f"{tuple(probabilities.shape)}"
+            )
+        if probabilities.shape[0] == 0:
+            raise ValueError("probabilities: the batch is empty")
+        if not bool(torch.isfinite(probabilities).all()):
+            raise ValueError("probabilities: contains NaN or infinity")
+        start_state, present = check_start(
+            start, probabilities.shape[0], name=self.name, hand_mask=hand_mask
+        )
+        self._require_trained("decode_soft")
+        _, steps, num_levels = self.codes_shape
+        weights = probabilities.float()
+        if straight_through:
+            hard = torch.nn.functional.one_hot(weights.argmax(-1), self.vocab_size).to(weights)
+            weights = hard + weights - weights.detach()
+        weights = weights.view(-1, steps, num_levels, self.vocab_size)
+        codebooks = self.quantizer.codebooks
+        summed = sum(weights[:, :, q] @ codebooks[q] for q in range(num_levels))
+        latents = self.quantizer.project_out(summed)
+        return self._decode_latents(latents, start_state, present)
+
+    def _decode_latents(
+        self, latents: torch.Tensor, start_state: torch.Tensor, present: torch.Tensor
+    ) -> torch.Tensor:
+        batch = start_state.shape[0]
+        starts = ((start_state - self.start_mean) / self.start_std)[:, self.hand_values]
+        hand_index = self.hand_indices.repeat(batch)
+        recon = self.decoder(latents, hand_index, starts.flatten(0, 1))
+        features = self.features_from_network(recon.view(batch, -1, *recon.shape[1:]))
+        return from_relative(features, start_state, present)
 
     def features_from_network(self, recon: torch.Tensor) -> torch.Tensor:
         """``(B, H, T, 24)`` normalised network output → ``(B, T, 48)`` relative features.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,9 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metis_core.components import CONFIG_NAME, WEIGHTS_NAME
 from metis_core.io import (
-    atomic_directory,
     load_safetensors,
     read_json,
     save_safetensors,
@@ -34,7 +31,15 @@ from metis_core.io import (
 )
 from metis_tokenizers.features import FeatureExtractor
 from metis_tokenizers.motion_rvq import MotionRVQ
-from metis_tokenizers.training import TrainConfig
+from metis_tokenizers.training import (
+    RESUMABLE_CHANGES,
+    TrainConfig,
+    _read_log,
+    _rewrite_log,
+    _save_version,
+    recover_run_directory,
+)
+from metis_tokenizers.training import _save_final as _save_final_atomically
 from metis_tokenizers.visual_dynamics_vq.configuration_visual_dynamics_vq import (
     VisualDynamicsVQConfig,
 )
@@ -107,9 +112,9 @@ class VisualDynamicsTrainResult:
 
 
 def _learning_rate(config: TrainConfig, step: int) -> float:
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if step < config.warmup:
+        return config.learning_rate * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.total_steps - config.warmup)
     return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -129,13 +134,17 @@ def _save_checkpoint(
     }
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.batches"] = batch_generator.get_state()
-    with atomic_directory(run / CHECKPOINT_DIR, overwrite=True) as staging:
+
+    def fill(staging: Path) -> None:
         model.save_pretrained(staging / "model")
         save_safetensors(staging / "trainer_state.safetensors", tensors)
         write_json(
             staging / "trainer_state.json",
             {"step": step, "param_groups": state["param_groups"], "train_config": asdict(config)},
         )
+
+    # One atomic switch (see metis_tokenizers.training): a kill never loses the checkpoint.
+    _save_version(run, CHECKPOINT_DIR, fill)
 
 
 def _load_optimizer_state(tensors: dict[str, torch.Tensor], groups: Any) -> dict[str, Any]:
@@ -148,13 +157,7 @@ def _load_optimizer_state(tensors: dict[str, torch.Tensor], groups: Any) -> dict
 
 
 def _save_final(model: VisualDynamicsVQ, run: Path) -> None:
-    staging = run / ".final.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
-    model.save_pretrained(staging)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        os.replace(staging / name, run / name)
-    shutil.rmtree(staging)
+    _save_final_atomically(model, run)  # type: ignore[arg-type]
 
 
 def train_visual_dynamics_vq(
@@ -208,9 +211,11 @@ def train_visual_dynamics_vq(
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
     checkpoint = run / CHECKPOINT_DIR
+    recover_run_directory(run)
     torch.manual_seed(train_config.seed)
     meta = state = None
     start_step = 0
+    earlier: list[dict[str, Any]] = []
     if resume and (checkpoint / "trainer_state.json").is_file():
         model = VisualDynamicsVQ.from_pretrained(checkpoint / "model")
         if model.config != c:
@@ -219,6 +224,19 @@ def train_visual_dynamics_vq(
                 "resume=False"
             )
         meta = read_json(checkpoint / "trainer_state.json")
+        saved, now = meta.get("train_config", {}), json.loads(json.dumps(asdict(train_config)))
+        differences = [
+            f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
+            for key, value in now.items()
+            if key not in RESUMABLE_CHANGES and saved.get(key) != value
+        ]
+        if differences:
+            raise ValueError(
+                f"{checkpoint} holds a run with other settings, so it cannot be resumed:\n  "
+                + "\n  ".join(differences)
+                + "\nuse a new out_dir, or resume=False to start over there"
+            )
+        earlier = _read_log(run / LOG_NAME, int(meta["step"]))
         state = load_safetensors(checkpoint / "trainer_state.safetensors")
         start_step = int(meta["step"])
     else:
@@ -251,14 +269,15 @@ def train_visual_dynamics_vq(
     codes_seen: list[torch.Tensor] = []
     step = start_step
     bar = tqdm(
-        total=train_config.steps,
+        total=train_config.total_steps,
         initial=start_step,
         disable=not progress,
         desc="visual_dynamics_vq",
     )
+    _rewrite_log(run / LOG_NAME, earlier)  # continuous: nothing past the checkpoint's step
     log_file = open(run / LOG_NAME, "a", encoding="utf-8")  # noqa: SIM115
     try:
-        while step < train_config.steps:
+        while step < train_config.total_steps:
             if (
                 train_config.max_minutes is not None
                 and time.monotonic() - began >= 60.0 * train_config.max_minutes
@@ -279,7 +298,7 @@ def train_visual_dynamics_vq(
             baselines.append(float(torch.mean((output.source - output.target) ** 2)))
             codes_seen.append(output.codes.detach())
             bar.update(1)
-            if step % train_config.log_every == 0 or step == train_config.steps:
+            if step % train_config.log_every == 0 or step == train_config.total_steps:
                 stats = code_statistics(torch.cat(codes_seen), c.codebook_size)
                 record = {
                     "step": step,
