@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.metis-installed
-PACKAGES := metis_core metis_tokenizers metis_embodiments metis_datasets
+PACKAGES := metis_core metis_tokenizers metis_embodiments metis_datasets metis_sim
 PYPROJECTS := pyproject.toml $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-fast test-slow lint format docs bench wheels check-light clean
+.PHONY: help venv sim-gl demo test test-fast test-slow lint format docs bench wheels check-light clean
 
 help:
 	@echo "make demo        set up .venv if needed and run examples/quickstart.py"
@@ -29,19 +29,28 @@ $(STAMP): $(CONSTRAINTS) $(PYPROJECTS)
 	$(PIP) install --upgrade --quiet pip
 	$(PIP) install --quiet -c $(CONSTRAINTS) "torch==2.13.0"
 	$(PIP) install --quiet -c $(CONSTRAINTS) \
-		-e "metis_core[test,docs,dev]" \
+		-e "metis_core[vla,test,docs,dev]" \
 		-e "metis_tokenizers[test]" \
 		-e "metis_embodiments[test]" \
-		-e "metis_datasets[test]"
+		-e "metis_datasets[test]" \
+		-e "metis_sim[test]"
 	touch $(STAMP)
+
+# metis-sim renders headless through EGL (Mesa llvmpipe on a CPU); install it when missing.
+sim-gl:
+	@if ! ldconfig -p | grep -q 'libEGL.so.1' || ! ldconfig -p | grep -q 'libEGL_mesa.so.0'; then \
+		echo "installing libegl1 libgl1 libegl-mesa0 for headless MuJoCo rendering"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq libegl1 libgl1 libegl-mesa0 >/dev/null; \
+	fi
 
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
-test: $(STAMP)
+test: $(STAMP) sim-gl
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) sim-gl
 	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)

@@ -8,8 +8,16 @@ Use them by subclassing in a pytest module (pytest is needed; it is not a runtim
         component_name = "my_hand"
 """
 
+from metis_core.testing.action_head import ActionHeadConformance
+from metis_core.testing.backbone import BackboneConformance
 from metis_core.testing.component import ComponentConformance
 from metis_core.testing.embodiment import EmbodimentConformance
 from metis_core.testing.tokenizer import TokenizerConformance
 
-__all__ = ["ComponentConformance", "EmbodimentConformance", "TokenizerConformance"]
+__all__ = [
+    "ActionHeadConformance",
+    "BackboneConformance",
+    "ComponentConformance",
+    "EmbodimentConformance",
+    "TokenizerConformance",
+]

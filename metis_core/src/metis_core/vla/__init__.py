@@ -1,0 +1,31 @@
+"""The METIS vision-language-action policy (``pip install 'metis-core[vla]'``).
+
+Importing this package needs ``transformers`` only when a part is built; the registered parts
+(``prismatic`` and ``hf_vlm`` backbones, the ``map_decoder`` action head) are found through the
+registries like every other component.
+"""
+
+from metis_core.vla.configuration_metis import MetisConfig
+from metis_core.vla.data import PolicyBatch, TrainingSample, samples_from_episode, subtask_at
+from metis_core.vla.modeling_metis import (
+    ActionPrediction,
+    GenerationOutput,
+    MetisPolicy,
+    PolicyOutput,
+    PolicySession,
+)
+from metis_core.vla.normalization_policy import PolicyNormalization
+
+__all__ = [
+    "ActionPrediction",
+    "GenerationOutput",
+    "MetisConfig",
+    "MetisPolicy",
+    "PolicyBatch",
+    "PolicyNormalization",
+    "PolicyOutput",
+    "PolicySession",
+    "TrainingSample",
+    "samples_from_episode",
+    "subtask_at",
+]

@@ -1,0 +1,1 @@
+"""Action heads of the METIS policy."""

@@ -1,0 +1,323 @@
+"""Training samples of the METIS policy and how they are cut from episodes.
+
+One sample is one time step ``t`` of an episode: the ego image, the instruction, the proprio
+state, the upcoming chunk of ``C`` actions (padded at the episode's end, with a mask), the
+hand-presence mask, the 44 dynamics codes of the step (from the annotation pass: 4 visual codes
+then 40 motion codes) and the subtask bookkeeping that teaches the model when to reason:
+
+* ``previous_subtask`` — the subtask the robot was doing before this step (shown in the prompt,
+  as the policy session does at inference);
+* ``subtask`` — set only on the first frame of a new subtask segment: the target then starts
+  with ``[BOA] <subtask text>`` before ``[BOD]`` and the codes.
+
+Shape legend: ``C`` chunk length, ``D`` = 48, ``Q_v`` = 4, ``Q_m`` = 40.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from metis_core.contract import ACTION_DIM
+from metis_core.episode import Episode
+
+__all__ = [
+    "DynamicsCodes",
+    "PolicyBatch",
+    "TrainingSample",
+    "dynamics_codes_for_episode",
+    "motion_windows_for_episode",
+    "samples_from_episode",
+    "subtask_at",
+]
+
+
+@dataclass
+class TrainingSample:
+    """One training step of the policy.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 ego frame at ``t``.
+        instruction: Task instruction.
+        state: ``(D,)`` proprio state at ``t``.
+        actions: ``(C, D)`` the upcoming chunk (rows past the episode end are padding).
+        action_valid: ``(C,)`` bool, False for padding rows.
+        hand_mask: ``(C, 2)`` bool hand presence over the chunk (or ``(2,)`` for all rows).
+        visual_codes: ``(Q_v,)`` codes, or ``None`` for a reasoning-only sample.
+        motion_codes: ``(Q_m,)`` codes, or ``None`` with ``visual_codes``.
+        subtask: Text to reason about when the subtask changes at ``t``, else ``None``.
+        previous_subtask: Subtask before ``t`` (in the prompt), or ``None``.
+        dataset_key: Which normalisation statistics apply.
+    """
+
+    image: np.ndarray
+    instruction: str
+    state: np.ndarray
+    actions: np.ndarray
+    action_valid: np.ndarray
+    hand_mask: np.ndarray
+    visual_codes: np.ndarray | None = None
+    motion_codes: np.ndarray | None = None
+    subtask: str | None = None
+    previous_subtask: str | None = None
+    dataset_key: str | None = None
+
+    def __post_init__(self) -> None:
+        self.state = np.asarray(self.state, dtype=np.float32)
+        self.actions = np.asarray(self.actions, dtype=np.float32)
+        self.action_valid = np.asarray(self.action_valid, dtype=bool)
+        self.hand_mask = np.asarray(self.hand_mask, dtype=bool)
+        if self.state.shape != (ACTION_DIM,):
+            raise ValueError(f"state: expected ({ACTION_DIM},), got {self.state.shape}")
+        if self.actions.ndim != 2 or self.actions.shape[1] != ACTION_DIM:
+            raise ValueError(f"actions: expected (C, {ACTION_DIM}), got {self.actions.shape}")
+        if self.action_valid.shape != (self.actions.shape[0],):
+            raise ValueError(
+                f"action_valid: expected ({self.actions.shape[0]},), got {self.action_valid.shape}"
+            )
+        if self.hand_mask.shape == (2,):
+            self.hand_mask = np.broadcast_to(self.hand_mask, (self.actions.shape[0], 2)).copy()
+        if self.hand_mask.shape != (self.actions.shape[0], 2):
+            raise ValueError(
+                f"hand_mask: expected (2,) or ({self.actions.shape[0]}, 2), got {self.hand_mask.shape}"
+            )
+        if not (np.isfinite(self.state).all() and np.isfinite(self.actions).all()):
+            raise ValueError("state/actions contain NaN or infinity")
+        if (self.visual_codes is None) != (self.motion_codes is None):
+            raise ValueError("give both visual_codes and motion_codes, or neither (reasoning only)")
+        if self.visual_codes is None and self.subtask is None:
+            raise ValueError(
+                "a sample without codes must reason (subtask text) or it trains nothing"
+            )
+
+
+def subtask_at(episode: Episode, frame: int) -> tuple[str | None, str | None]:
+    """``(previous_subtask, new_subtask)`` at ``frame``: what the prompt shows and what to reason.
+
+    ``new_subtask`` is the segment's text on the first frame of a segment whose text differs
+    from the one before, else ``None``.
+    """
+    current = None
+    previous = None
+    for segment in episode.subtasks:
+        if segment.start <= frame < segment.end:
+            current = segment
+            break
+    if current is None:
+        # between segments: the last one that ended is still "the subtask"
+        ended = [s for s in episode.subtasks if s.end <= frame]
+        return (ended[-1].text if ended else None), None
+    before = [s for s in episode.subtasks if s.end <= current.start]
+    previous = before[-1].text if before else None
+    if frame == current.start and current.text != previous:
+        return previous, current.text
+    return current.text, None
+
+
+def samples_from_episode(
+    episode: Episode,
+    *,
+    chunk_len: int,
+    visual_codes: Any = None,
+    motion_codes: Any = None,
+    frames: Sequence[int] | None = None,
+    camera: str = "ego",
+    dataset_key: str | None = None,
+) -> Iterator[TrainingSample]:
+    """Cut training samples out of an episode.
+
+    Args:
+        episode: A contract episode with ``images[camera]``.
+        chunk_len: ``C``.
+        visual_codes: ``(T, Q_v)`` codes of every frame (annotation), or ``None`` for none.
+        motion_codes: ``(T, Q_m)``, given with ``visual_codes``.
+        frames: Which frames (default: all).
+        camera: Image key.
+        dataset_key: Normalisation key recorded in the samples.
+
+    Yields:
+        One :class:`TrainingSample` per frame; frames without codes yield only when they start a
+        subtask (reasoning-only samples).
+    """
+    if camera not in episode.images:
+        raise ValueError(f"episode has no {camera!r} images (has {sorted(episode.images)})")
+    images = episode.images[camera]
+    length = int(episode.state.shape[0])
+    if (visual_codes is None) != (motion_codes is None):
+        raise ValueError("give both visual_codes and motion_codes, or neither")
+    if visual_codes is not None:
+        visual_codes = np.asarray(visual_codes)
+        motion_codes = np.asarray(motion_codes)
+        if visual_codes.shape[0] != length or motion_codes.shape[0] != length:
+            raise ValueError(
+                f"codes cover {visual_codes.shape[0]}/{motion_codes.shape[0]} frames, the episode "
+                f"has {length}"
+            )
+    for t in frames if frames is not None else range(length):
+        if not 0 <= t < length:
+            raise ValueError(f"frame {t} is outside the episode's {length} frames")
+        end = min(t + chunk_len, length)
+        actions = np.zeros((chunk_len, ACTION_DIM), np.float32)
+        actions[: end - t] = episode.action[t:end]
+        actions[end - t :] = episode.action[end - 1]
+        valid = np.zeros(chunk_len, bool)
+        valid[: end - t] = True
+        mask = np.zeros((chunk_len, 2), bool)
+        mask[: end - t] = episode.hand_mask[t:end]
+        mask[end - t :] = episode.hand_mask[end - 1]
+        previous, new = subtask_at(episode, t)
+        has_codes = visual_codes is not None
+        if not has_codes and new is None:
+            continue
+        yield TrainingSample(
+            image=images[t],
+            instruction=episode.instruction,
+            state=episode.state[t],
+            actions=actions,
+            action_valid=valid,
+            hand_mask=mask,
+            visual_codes=visual_codes[t] if has_codes else None,
+            motion_codes=motion_codes[t] if has_codes else None,
+            subtask=new,
+            previous_subtask=previous,
+            dataset_key=dataset_key,
+        )
+
+
+@dataclass
+class PolicyBatch:
+    """A collated batch (what :meth:`MetisPolicy.forward` takes).
+
+    Args:
+        pixel_values: The backbone's preprocessed images.
+        input_ids: ``(B, L)`` right-padded ids (``<bos> prompt target``).
+        attention_mask: ``(B, L)``.
+        labels: ``(B, L)`` target ids, ``-100`` where not trained (prompt, padding).
+        dynamics_positions: ``(B, Q_v + Q_m)`` id positions of the code tokens (0 where absent).
+        has_codes: ``(B,)`` bool.
+        proprio: ``(B, D)`` normalised state.
+        actions: ``(B, C, D)`` normalised chunk.
+        action_mask: ``(B, C, D)`` bool: trained values (present hand, not padding, sample acts).
+    """
+
+    pixel_values: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    dynamics_positions: torch.Tensor
+    has_codes: torch.Tensor
+    proprio: torch.Tensor
+    actions: torch.Tensor
+    action_mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> PolicyBatch:
+        """The batch on ``device``."""
+        return PolicyBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def motion_windows_for_episode(
+    episode: Episode,
+    *,
+    duration_s: float = 1.0,
+    window_len: int = 16,
+    frames: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The upcoming ``duration_s`` of actions from every frame, resampled to ``window_len`` frames.
+
+    This is the motion window of DESIGN §5 (and of the authors' release): the next second of the
+    action chunk resampled to 16 frames (linear positions, slerp rotations). Windows that run past
+    the episode's end hold the last action.
+
+    Returns:
+        ``windows (F, window_len, D)`` float32 and ``hand_mask (F, window_len, 2)`` bool.
+    """
+    from metis_core.resample import resample_hand_vectors
+
+    length = int(episode.action.shape[0])
+    span = max(round(duration_s * episode.fps), 1)
+    times = np.arange(span + 1, dtype=np.float64) / episode.fps
+    query = np.linspace(0.0, times[-1], window_len)
+    windows, masks = [], []
+    for t in frames if frames is not None else range(length):
+        index = np.minimum(np.arange(t, t + span + 1), length - 1)
+        resampled = resample_hand_vectors(
+            episode.action[index], times, target_times=query, hand_mask=episode.hand_mask[index]
+        )
+        windows.append(torch.as_tensor(resampled.vectors, dtype=torch.float32))
+        masks.append(torch.as_tensor(resampled.hand_mask, dtype=torch.bool))
+    return torch.stack(windows), torch.stack(masks)
+
+
+@dataclass
+class DynamicsCodes:
+    """The 44 dynamics codes of every frame of an episode (what the annotation pass stores).
+
+    Args:
+        visual: ``(T, Q_v)`` int64 visual-dynamics codes.
+        motion: ``(T, Q_m)`` int64 motion codes.
+    """
+
+    visual: np.ndarray
+    motion: np.ndarray
+
+
+@torch.no_grad()
+def dynamics_codes_for_episode(
+    episode: Episode,
+    *,
+    motion_tokenizer: Any,
+    visual_tokenizer: Any,
+    feature_extractor: Any,
+    camera: str = "ego",
+    duration_s: float = 1.0,
+    batch_size: int = 64,
+) -> DynamicsCodes:
+    """Compute the dynamics codes of every frame with trained tokenizers.
+
+    Motion codes: the motion tokenizer's codes of the upcoming ``duration_s`` window
+    (:func:`motion_windows_for_episode`). Visual codes: the visual-dynamics tokenizer's codes of
+    the patch features of frames ``t`` and ``t + k`` (``k`` = its ``frame_gap``, clamped at the
+    episode's end) and the same motion window.
+
+    Args:
+        episode: A contract episode with ``images[camera]``.
+        motion_tokenizer: Trained ``motion_rvq`` (or anything with ``encode(windows, hand_mask)``
+            and ``config.window_len``).
+        visual_tokenizer: Trained ``visual_dynamics_vq``.
+        feature_extractor: The extractor the visual tokenizer was trained with (``extract``).
+        camera: Image key.
+        duration_s: Seconds of motion per window.
+        batch_size: Frames per tokenizer call.
+    """
+    length = int(episode.action.shape[0])
+    window_len = int(motion_tokenizer.config.window_len)
+    windows, masks = motion_windows_for_episode(
+        episode, duration_s=duration_s, window_len=window_len
+    )
+    presence = masks.all(1)
+    features = feature_extractor.extract(episode.images[camera]).float()
+    gap = int(visual_tokenizer.config.frame_gap)
+    later = np.minimum(np.arange(length) + gap, length - 1)
+    visual, motion = [], []
+    for start in range(0, length, batch_size):
+        rows = slice(start, min(start + batch_size, length))
+        motion.append(motion_tokenizer.encode(windows[rows], presence[rows]))
+        visual.append(
+            visual_tokenizer.encode(
+                windows[rows],
+                presence[rows],
+                features_t=features[rows],
+                features_tk=features[torch.as_tensor(later[rows])],
+            )
+        )
+    return DynamicsCodes(
+        visual=torch.cat(visual).numpy().astype(np.int64),
+        motion=torch.cat(motion).numpy().astype(np.int64),
+    )
