@@ -18,7 +18,10 @@ does not depend on what the weights learned) at batch 1:
   previous chunk's solution: re-planning every control step (the solution shifted by one frame)
   and after executing a whole chunk (its final frame).
 
-Median and p99 over ``--repeats`` runs (after warm-up).
+Median and p99 over ``--repeats`` runs (after warm-up). The KV-cache comparison is repeated with
+a wider language model (256 wide, 4 layers): at the tiny config's 64-wide 2-layer LM a decoding
+step costs about as much in per-call framework overhead as in arithmetic, so the cache's gain is
+bounded by that overhead; the wider LM shows the gain once positions cost compute.
 """
 
 from __future__ import annotations
@@ -127,6 +130,23 @@ def main() -> None:
         times = _timed(lambda cache=cache: policy.predict_action(image, instruction, state, use_cache=cache, reason=False), args.repeats)  # fmt: skip
         rows[label] = {**_stats(times), "tokens": 45}
 
+    # The same comparison with a wider language model (256 wide, 4 layers; towers unchanged),
+    # where per-position compute rather than per-call overhead sets the cost of a step.
+    from metis_core.vla.backbones.prismatic import PrismaticConfig
+
+    wider_llm = {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8}  # fmt: skip
+    base = PrismaticConfig.from_preset("tiny")
+    wider = MetisPolicy(
+        MetisConfig.tiny(
+            norm_mode="identity",
+            backbone_config=base.replace(llm={**base.llm, **wider_llm}).to_dict(),
+        )
+    ).eval()
+    for cache in (True, False):
+        label = f"METIS, 256-wide 4-layer LM, KV cache {'on' if cache else 'off'}"
+        times = _timed(lambda cache=cache: wider.predict_action(image, instruction, state, use_cache=cache, reason=False), max(args.repeats // 2, 3))  # fmt: skip
+        rows[label] = {**_stats(times), "tokens": 45}
+
     pixels = policy.backbone.preprocess(torch.from_numpy(image[None]))
     prompt = policy.prompt_ids(instruction)
     chunk = policy.config.chunk_len
@@ -216,6 +236,8 @@ def main() -> None:
         "rows": rows,
         "speedup_vs_binning": rows["Binning (1,440 tokens), KV cache on"]["median_ms"] / metis,
         "speedup_kv_cache": rows["METIS (44 codes), KV cache off"]["median_ms"] / metis,
+        "speedup_kv_cache_wider_lm": rows["METIS, 256-wide 4-layer LM, KV cache off"]["median_ms"]
+        / rows["METIS, 256-wide 4-layer LM, KV cache on"]["median_ms"],
         "tail_ik_worst_fingertip_error_mm": ik_error,
         "targets": {"metis_vs_binning": ">= 20x", "kv_cache": ">= 3x", "tail_median_ms": "<= 10"},
     }
@@ -223,7 +245,7 @@ def main() -> None:
     for label, row in rows.items():
         print(f"{label:52s} {row['median_ms']:10.2f} {row['p99_ms']:10.2f} {row['runs']:5d}")
     print(f"METIS vs binning: {report['speedup_vs_binning']:.1f}x faster (target >= 20x)")
-    print(f"KV cache on vs off: {report['speedup_kv_cache']:.1f}x faster (target >= 3x)")
+    print(f"KV cache on vs off: {report['speedup_kv_cache']:.1f}x faster (target >= 3x); with the 256-wide 4-layer LM {report['speedup_kv_cache_wider_lm']:.1f}x")  # fmt: skip
     tail_ms = rows["Tail (re-plan every step): total"]["median_ms"]
     whole_ms = rows["Tail (whole chunk executed): total"]["median_ms"]
     print(f"control-loop tail: {tail_ms:.2f} ms median re-planning every step (target <= 10 ms), {whole_ms:.2f} ms after a whole chunk; IK worst fingertip error {ik_error:.3f} mm; load {report['machine']['load_1min']:.2f}")  # fmt: skip
