@@ -10,6 +10,9 @@ with newer ones it cannot decode any video: torchvision 0.24+ has no ``VideoRead
     /tmp/lerobot044-venv/bin/pip install lerobot==0.4.4 torch==2.8.0 torchvision==0.23.0 torchcodec==0.7.0
     python tests/datasets/lerobot_compat_check.py --lerobot-python /tmp/lerobot044-venv/bin/python
 
+``--dataset DIR`` (repeatable) also has LeRobot read a dataset made elsewhere — merged shards,
+a ``metis-sim record`` output — every frame compared with our reader's.
+
 torchcodec loads the system's FFmpeg 4–7 shared libraries (``libavutil.so.5x`` …). Without a
 system FFmpeg, the FFmpeg 7.1 that PyAV bundles in the same environment serves: link its
 libraries under their plain names and pass ``--ld-library-path`` (forwarded to the LeRobot side)::
@@ -61,18 +64,63 @@ def _metis_write(work: Path) -> None:
 
     for name, seed, episodes in (("a", SEED_A, EPISODES_A), ("b", SEED_B, EPISODES_B)):
         root = make_dataset(work / name, episodes=episodes, seed=seed, frames=FRAMES, episodes_per_file=2)  # fmt: skip
-        dataset = LeRobotDataset(root)
-        frames = np.concatenate([dataset.episode(e).images["ego"] for e in range(len(dataset.episodes))])  # fmt: skip
-        np.savez(
-            work / f"reference_{name}.npz",
-            state=dataset.state,
-            action=dataset.action,
-            hand_mask=dataset.hand_mask,
-            frames=frames,
-            episode_index=dataset.columns["episode_index"][:, 0],
-            frame_index=dataset.columns["frame_index"][:, 0],
-            tasks=np.array([dataset.instruction(int(e)) for e in dataset.frame_episode]),
-        )
+        _write_reference(LeRobotDataset(root), work / f"reference_{name}.npz")
+
+
+def _write_reference(dataset, path: Path) -> None:
+    """What our reader returns for every frame: the LeRobot side compares against it."""
+    frames = np.concatenate([dataset.episode(e).images["ego"] for e in range(len(dataset.episodes))])  # fmt: skip
+    np.savez(
+        path,
+        state=dataset.state,
+        action=dataset.action,
+        hand_mask=dataset.hand_mask,
+        frames=frames,
+        episode_index=dataset.columns["episode_index"][:, 0],
+        frame_index=dataset.columns["frame_index"][:, 0],
+        tasks=np.array([dataset.instruction(int(e)) for e in dataset.frame_episode]),
+    )
+
+
+def _metis_write_extras(work: Path, extras: list[Path]) -> None:
+    """References of datasets given with --dataset (e.g. merged shards, simulator recordings)."""
+    from metis_datasets import LeRobotDataset
+
+    for index, root in enumerate(extras):
+        _write_reference(LeRobotDataset(root), work / f"reference_extra{index}.npz")
+    (work / "extras.json").write_text(json.dumps([str(p.resolve()) for p in extras]))
+
+
+def _lerobot_reads_extras(work: Path, checks: dict) -> None:  # runs under --lerobot-python
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    extras = json.loads((work / "extras.json").read_text()) if (work / "extras.json").exists() else []  # fmt: skip
+    for index, root in enumerate(extras):
+        ref = np.load(work / f"reference_extra{index}.npz")
+        name = f"dataset[{index}] {Path(root).name}"
+        for backend in ("pyav", "torchcodec"):
+            ds = LeRobotDataset(f"metis/extra{index}", root=root, video_backend=backend)
+            assert len(ds) == len(ref["state"]), (root, len(ds), len(ref["state"]))
+            worst = 0.0
+            for i in range(len(ds)):
+                item = ds[i]
+                np.testing.assert_array_equal(item["observation.state"].numpy(), ref["state"][i])
+                np.testing.assert_array_equal(item["action"].numpy(), ref["action"][i])
+                np.testing.assert_array_equal(item["observation.hand_mask"].numpy(), ref["hand_mask"][i])  # fmt: skip
+                assert int(item["episode_index"]) == ref["episode_index"][i]
+                assert int(item["frame_index"]) == ref["frame_index"][i]
+                assert item["task"] == str(ref["tasks"][i]), (item["task"], ref["tasks"][i])
+                image = (item["observation.images.ego"].permute(1, 2, 0).numpy() * 255).round()
+                worst = max(worst, float(np.abs(image - ref["frames"][i]).max()))
+            assert worst <= 3, (
+                f"{root}: {backend} decodes frames {worst} grey levels away from ours"
+            )
+            checks[f"{name}/{backend}/frames_read"] = len(ds)
+            checks[f"{name}/{backend}/max_abs_pixel_diff_vs_metis_reader"] = worst
+        lengths = np.bincount(ref["episode_index"])
+        assert list(ds.meta.episodes["length"]) == lengths.tolist()
+        checks[f"{name}/episodes"] = len(lengths)
+        checks[f"{name}/contract"] = ds.meta.features["observation.state"]["metis"]["contract_id"]
 
 
 def _lerobot_side(work: Path) -> None:  # runs under --lerobot-python
@@ -98,6 +146,7 @@ def _lerobot_side(work: Path) -> None:  # runs under --lerobot-python
             "torchvision==0.23.0 torchcodec==0.7.0"
         )
     checks = report["checks"]
+    _lerobot_reads_extras(work, checks)
     for name in ("a", "b"):
         ref = np.load(work / f"reference_{name}.npz")
         for backend in ("pyav", "torchcodec"):
@@ -262,6 +311,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="Where to write (default: a temp dir)")  # fmt: skip
     parser.add_argument("--ld-library-path", default=None, help="LD_LIBRARY_PATH for the LeRobot side (FFmpeg for torchcodec)")  # fmt: skip
     parser.add_argument("--lerobot-side", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", type=Path, action="append", default=[], help="Also check this METIS dataset (e.g. merged shards, a simulator recording); repeatable")  # fmt: skip
     args = parser.parse_args()
     if args.lerobot_side is not None:
         _lerobot_side(args.lerobot_side)
@@ -271,6 +321,7 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="metis_lerobot_check_"))
     work.mkdir(parents=True, exist_ok=True)
     _metis_write(work)
+    _metis_write_extras(work, args.dataset)
     env = {"HF_HUB_OFFLINE": "1", "HF_LEROBOT_HOME": str(work / "hf_home"), "PATH": "/usr/bin:/bin"}
     if args.ld_library_path:
         env["LD_LIBRARY_PATH"] = args.ld_library_path

@@ -73,7 +73,7 @@ def _same(a: dict, b: dict) -> bool:
 def _refresh(root: Path, rel: str) -> None:
     if rel in ("meta/stats.json", "meta/tasks.parquet"):
         info = read_json(root / "meta/info.json")
-        record = info["features"]["observation.state"]["metis"]
+        record = info["metis_integrity"]
         record["checksums"][rel] = file_digest(root / rel)
         record["info_sha256"] = info_digest(info)
         write_json(root / "meta/info.json", info)

@@ -69,7 +69,7 @@ def _refresh_digest(root: Path, rel: str) -> None:
     """Record the current content of ``rel`` as its committed digest (a consistent edit)."""
     if rel in ("meta/stats.json", "meta/tasks.parquet"):
         info = read_json(root / "meta/info.json")
-        record = info["features"]["observation.state"]["metis"]
+        record = info["metis_integrity"]
         record["checksums"][rel] = file_digest(root / rel)
         record["info_sha256"] = info_digest(info)
         write_json(root / "meta/info.json", info)
@@ -355,7 +355,7 @@ def test_parquet_page_checksums_catch_flips_without_recorded_digests(tabular: Pa
     column = metadata.row_group(0).column(0)
     # a byte inside the first data page of observation.state
     position = column.data_page_offset + column.total_compressed_size // 2
-    _edit_json(root, "meta/info.json", lambda i: i["features"]["observation.state"]["metis"].pop("checksums"))  # fmt: skip
+    _edit_json(root, "meta/info.json", lambda i: i.pop("metis_integrity"))
     LeRobotDataset(root)
     _flip(root / DATA0, position)
     with pytest.raises(CorruptFileError, match=rf"{DATA0}: expected a parquet file, found an unreadable one"):  # fmt: skip
@@ -493,7 +493,7 @@ def test_missing_video_path_and_flipped_string_byte(video: Path, tabular: Path, 
         LeRobotDataset(root)
     # a flipped byte inside a task string: UTF-8 that no longer decodes
     root = _copy(tabular, tmp_path, "utf")
-    _edit_json(root, "meta/info.json", lambda i: i["features"]["observation.state"]["metis"].pop("checksums"))  # fmt: skip
+    _edit_json(root, "meta/info.json", lambda i: i.pop("metis_integrity"))
     path = root / "meta/tasks.parquet"
     table = pq.read_table(path)
     text = table.column("task").to_pylist()[0]

@@ -90,6 +90,8 @@ __all__ = [
 CODEBASE_VERSION = "v3.0"
 EGO_KEY = "observation.images.ego"
 STATE_KEY = "observation.state"
+#: Top-level ``info.json`` key of the integrity record (file checksums, info.json's own hash).
+INTEGRITY_KEY = "metis_integrity"
 ACTION_KEY = "action"
 MASK_KEY = "observation.hand_mask"
 CHUNKS_SIZE = 1000
@@ -240,7 +242,8 @@ class LeRobotWriter:
             raise UnsupportedDatasetError(f"{self.root} holds shard {recorded_shard[0]}/{recorded_shard[1]}, cannot continue it as shard {self.shard[0]}/{self.shard[1]}")  # fmt: skip
         if recorded_shard is not None and self.shard is None:
             self.shard = (int(recorded_shard[0]), int(recorded_shard[1]))
-        self._checksums = {k: v for k, v in (metis.get("checksums") or {}).items() if isinstance(v, dict)}  # fmt: skip
+        recorded = integrity_record(info).get("checksums") or {}
+        self._checksums = {k: v for k, v in recorded.items() if isinstance(v, dict)}
         self._complete = bool(metis.get("complete", (self.root / "meta" / "stats.json").exists()))
         self._episodes = int(info["total_episodes"])
         self._frames = int(info.get("total_frames", 0))
@@ -456,7 +459,10 @@ class LeRobotWriter:
             "video_path": VIDEO_PATH if self.image_shape is not None else None,
             "features": _features(self.image_shape, self._video_info, self.record()),
         }
-        info["features"][STATE_KEY]["metis"]["info_sha256"] = info_digest(info)
+        # Note: the per-dataset integrity record sits at the top level, not in the features:
+        # LeRobot's aggregate_datasets requires identical features across the datasets it joins.
+        info[INTEGRITY_KEY] = {"checksums": dict(self._checksums)}
+        info[INTEGRITY_KEY]["info_sha256"] = info_digest(info)
         write_json(self.root / "meta" / "info.json", info)
 
     def record(self) -> dict:
@@ -470,7 +476,6 @@ class LeRobotWriter:
             "camera_intrinsics": {"ego": self.intrinsics} if self.intrinsics is not None else {},
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "complete": self._complete,
-            "checksums": dict(self._checksums),
             **({"shard": list(self.shard)} if self.shard is not None else {}),
         }
 
@@ -519,6 +524,14 @@ def write_episodes(
             continue
         writer.add_episode(episode)
     return writer.finalize(progress=progress)
+
+
+def integrity_record(info: Mapping[str, Any]) -> dict:
+    """The writer's integrity record of a parsed ``meta/info.json``: ``{"checksums": {file:
+    {sha256, bytes}}, "info_sha256": ...}`` at the top-level key ``metis_integrity`` (``{}`` when
+    absent, e.g. after LeRobot's tools rewrote ``info.json``)."""
+    record = info.get(INTEGRITY_KEY) if isinstance(info, Mapping) else None
+    return dict(record) if isinstance(record, Mapping) else {}
 
 
 def metis_record(info: Mapping[str, Any]) -> dict:
@@ -720,7 +733,8 @@ class LeRobotDataset:
         # Digests are verified while info.json is the one METIS wrote (its own hash matches);
         # a dataset rewritten by LeRobot's tools (aggregate, delete_episodes) changes info.json
         # and the files, so only the structural, value and parquet page checks apply to it.
-        self._expect_digests = self.version == "v3.0" and isinstance(self.metis.get("checksums"), dict) and self.metis.get("info_sha256") in (None, info_digest(self.info))  # fmt: skip
+        self.integrity: dict = integrity_record(self.info)
+        self._expect_digests = self.version == "v3.0" and isinstance(self.integrity.get("checksums"), dict) and self.integrity.get("info_sha256") in (None, info_digest(self.info))  # fmt: skip
         self.checksums_verified = bool(self._expect_digests and verify_checksums)
         if self._expect_digests:
             for path in sorted((self.root / "meta" / "metis_checksums").glob("chunk-*/file-*.json")):  # fmt: skip
@@ -730,7 +744,7 @@ class LeRobotDataset:
                     continue
                 for rel, digest in record.items():
                     self._digests[rel] = (digest, path)
-            for rel, digest in self.metis["checksums"].items():
+            for rel, digest in self.integrity["checksums"].items():
                 self._digests[rel] = (digest, info_path)
         self._leftover_rows = 0
         if self.version == "v3.0":
@@ -771,7 +785,10 @@ class LeRobotDataset:
                     raw = json.loads(data.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as err:
                     raise CorruptFileError(f"{stats_path} is not valid JSON ({err})") from err
-                sound = check_stats(raw, stats_path, (STATE_KEY, ACTION_KEY), sink)
+                dims = None
+                if not self.metis:  # a dataset of others: its own feature sizes
+                    dims = {k: int((self.features.get(k, {}).get("shape") or [ACTION_DIM])[0]) for k in (STATE_KEY, ACTION_KEY)}  # fmt: skip
+                sound = check_stats(raw, stats_path, (STATE_KEY, ACTION_KEY), sink, dims=dims)
                 self.stats = {k: norm_stats_from_json(v) for k, v in sound.items()}
         starts = np.array([ep["from"] for ep in self.episodes], dtype=np.int64)
         self.episode_starts = starts
@@ -1174,7 +1191,7 @@ class LeRobotDataset:
     def _check_extra(self, sink: Sink, *, deep: bool, report: Any) -> None:
         """The checks of ``metis-datasets check`` beyond an open's: info digest, every video, strays."""
         info_path = self.root / "meta" / "info.json"
-        recorded = self.metis.get("info_sha256")
+        recorded = self.integrity.get("info_sha256")
         if recorded is not None and recorded != info_digest(self.info):
             sink(info_path, "content does not match the info_sha256 recorded in it when it was written: it was edited or damaged afterwards", kind="checksum")  # fmt: skip
         referenced: set[str] = set()

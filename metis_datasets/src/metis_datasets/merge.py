@@ -185,7 +185,7 @@ def merge(
             if key in seen:
                 raise ValueError(f"merge: source episode {key!r} is in both {seen[key]} and {dataset.root}; the shards overlap")  # fmt: skip
             seen[key] = dataset.root
-    plan = [{"root": str(d.root.resolve()), "episodes": len(d.episodes), "frames": d.num_frames, "info_sha256": d.metis.get("info_sha256")} for d in datasets]  # fmt: skip
+    plan = [{"root": str(d.root.resolve()), "episodes": len(d.episodes), "frames": d.num_frames, "info_sha256": d.integrity.get("info_sha256")} for d in datasets]  # fmt: skip
     log_path = out / MERGE_LOG
     if log_path.exists():
         if read_json(log_path) != {"shards": plan}:

@@ -168,7 +168,7 @@ def bytes_digest(data: bytes) -> dict:
 def info_digest(info: Mapping[str, Any]) -> str:
     """SHA-256 of an ``info.json`` document's content, without the digest's own field."""
     document = json.loads(json.dumps(info))
-    record = (document.get("features", {}).get("observation.state") or {}).get("metis")
+    record = document.get("metis_integrity")
     if isinstance(record, dict):
         record.pop("info_sha256", None)
     return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()  # fmt: skip
@@ -189,11 +189,14 @@ def verify_digest(path: Path, data: bytes | None, expected: Any, sink: Sink, *, 
 # -- statistics ---------------------------------------------------------------------------------
 
 
-def check_stats(raw: Any, path: Path, keys: Iterable[str], sink: Sink) -> dict[str, dict]:
+def check_stats(
+    raw: Any, path: Path, keys: Iterable[str], sink: Sink, *, dims: Mapping[str, int] | None = None
+) -> dict[str, dict]:
     """Check ``meta/stats.json`` entries of the contract features; return the sound ones.
 
-    Each of ``keys`` present must hold ``mean``, ``std``, ``min``, ``max`` of 48 finite numbers
-    (``std`` non-negative, ``min <= max``).
+    Each of ``keys`` present must hold ``mean``, ``std``, ``min``, ``max`` of finite numbers, one
+    per dimension (``std`` non-negative, ``min <= max``): 48 for contract datasets, or what
+    ``dims`` says per key (the feature's shape in a dataset of others, e.g. a 7-D arm).
     """
     out: dict[str, dict] = {}
     if not isinstance(raw, dict):
@@ -216,8 +219,9 @@ def check_stats(raw: Any, path: Path, keys: Iterable[str], sink: Sink) -> dict[s
             if name not in entry:
                 continue
             values = entry[name]
-            if not isinstance(values, list) or len(values) != ACTION_DIM or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):  # fmt: skip
-                sink(path, f"{key}.{name} must be a list of {ACTION_DIM} numbers, got {_short(values)}", kind="stats")  # fmt: skip
+            dim = ACTION_DIM if dims is None else int(dims.get(key, ACTION_DIM))
+            if not isinstance(values, list) or len(values) != dim or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):  # fmt: skip
+                sink(path, f"{key}.{name} must be a list of {dim} numbers, got {_short(values)}", kind="stats")  # fmt: skip
                 sound = False
                 continue
             array = np.asarray(values, dtype=np.float64)
