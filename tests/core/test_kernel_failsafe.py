@@ -411,3 +411,23 @@ def test_saved_folder_whose_type_is_not_a_string(tmp_path: Path) -> None:
     )
     with pytest.raises(CorruptFileError, match="'type' must be the component's registry name"):
         Tokenizer.from_pretrained(folder)
+
+
+def test_metis_help_with_every_installed_plugin_imports_no_torch() -> None:
+    # all installed plugins (metis_tokenizers' command group is a LazyCommand, its package
+    # __init__ is lazy): listing the commands must not import torch; running one loads it
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "import metis_core.cli as cli\n"
+        "cli._load_plugin_commands()\n"
+        "result = CliRunner().invoke(cli.cli, ['--help'])\n"
+        "assert result.exit_code == 0 and 'tokenizers' in result.output, result.output\n"
+        "print('torch' in sys.modules)\n"
+        "result = CliRunner().invoke(cli.cli, ['tokenizers', '--help'])\n"
+        "assert result.exit_code == 0 and 'train' in result.output, result.output\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
