@@ -91,6 +91,23 @@ def _metis_write_extras(work: Path, extras: list[Path]) -> None:
     (work / "extras.json").write_text(json.dumps([str(p.resolve()) for p in extras]))
 
 
+def _compare_with_reference(ds, ref) -> float:  # runs under --lerobot-python
+    """Every frame of a LeRobot-opened dataset equals our reader's; returns the worst pixel gap."""
+    assert len(ds) == len(ref["state"]), (len(ds), len(ref["state"]))
+    worst = 0.0
+    for i in range(len(ds)):
+        item = ds[i]
+        np.testing.assert_array_equal(item["observation.state"].numpy(), ref["state"][i])
+        np.testing.assert_array_equal(item["action"].numpy(), ref["action"][i])
+        np.testing.assert_array_equal(item["observation.hand_mask"].numpy(), ref["hand_mask"][i])
+        assert int(item["episode_index"]) == ref["episode_index"][i]
+        assert int(item["frame_index"]) == ref["frame_index"][i]
+        assert item["task"] == str(ref["tasks"][i]), (item["task"], ref["tasks"][i])
+        image = (item["observation.images.ego"].permute(1, 2, 0).numpy() * 255).round()
+        worst = max(worst, float(np.abs(image - ref["frames"][i]).max()))
+    return worst
+
+
 def _lerobot_reads_extras(work: Path, checks: dict) -> None:  # runs under --lerobot-python
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -100,18 +117,7 @@ def _lerobot_reads_extras(work: Path, checks: dict) -> None:  # runs under --ler
         name = f"dataset[{index}] {Path(root).name}"
         for backend in ("pyav", "torchcodec"):
             ds = LeRobotDataset(f"metis/extra{index}", root=root, video_backend=backend)
-            assert len(ds) == len(ref["state"]), (root, len(ds), len(ref["state"]))
-            worst = 0.0
-            for i in range(len(ds)):
-                item = ds[i]
-                np.testing.assert_array_equal(item["observation.state"].numpy(), ref["state"][i])
-                np.testing.assert_array_equal(item["action"].numpy(), ref["action"][i])
-                np.testing.assert_array_equal(item["observation.hand_mask"].numpy(), ref["hand_mask"][i])  # fmt: skip
-                assert int(item["episode_index"]) == ref["episode_index"][i]
-                assert int(item["frame_index"]) == ref["frame_index"][i]
-                assert item["task"] == str(ref["tasks"][i]), (item["task"], ref["tasks"][i])
-                image = (item["observation.images.ego"].permute(1, 2, 0).numpy() * 255).round()
-                worst = max(worst, float(np.abs(image - ref["frames"][i]).max()))
+            worst = _compare_with_reference(ds, ref)
             assert worst <= 3, (
                 f"{root}: {backend} decodes frames {worst} grey levels away from ours"
             )
@@ -151,18 +157,7 @@ def _lerobot_side(work: Path) -> None:  # runs under --lerobot-python
         ref = np.load(work / f"reference_{name}.npz")
         for backend in ("pyav", "torchcodec"):
             ds = LeRobotDataset(f"metis/{name}", root=work / name, video_backend=backend)
-            assert len(ds) == len(ref["state"]), (len(ds), len(ref["state"]))
-            worst_vs_ours = 0
-            for i in range(len(ds)):
-                item = ds[i]
-                np.testing.assert_array_equal(item["observation.state"].numpy(), ref["state"][i])
-                np.testing.assert_array_equal(item["action"].numpy(), ref["action"][i])
-                np.testing.assert_array_equal(item["observation.hand_mask"].numpy(), ref["hand_mask"][i])  # fmt: skip
-                assert int(item["episode_index"]) == ref["episode_index"][i]
-                assert int(item["frame_index"]) == ref["frame_index"][i]
-                assert item["task"] == str(ref["tasks"][i]), (item["task"], ref["tasks"][i])
-                image = (item["observation.images.ego"].permute(1, 2, 0).numpy() * 255).round()
-                worst_vs_ours = max(worst_vs_ours, float(np.abs(image - ref["frames"][i]).max()))
+            worst_vs_ours = _compare_with_reference(ds, ref)
             checks[f"{name}/{backend}/frames_read"] = len(ds)
             checks[f"{name}/{backend}/max_abs_pixel_diff_vs_metis_reader"] = worst_vs_ours
             assert worst_vs_ours <= 3, f"{backend} decodes frames {worst_vs_ours} grey levels away from ours"  # fmt: skip

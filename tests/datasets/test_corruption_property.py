@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests_helpers import refresh_digest
 
 from metis_core.contract import ContractMismatchError
 from metis_core.io import CorruptFileError, read_json, write_json
@@ -27,7 +28,6 @@ from metis_datasets import LeRobotDataset, LeRobotWriter, UnsupportedDatasetErro
 from metis_datasets.lerobot_format import _write_parquet
 from metis_datasets.synthetic import SyntheticConfig
 from metis_datasets.synthetic.source_synthetic import generate_episode
-from metis_datasets.validation import file_digest, info_digest
 
 CLEAR_ERRORS = (CorruptFileError, UnsupportedDatasetError, FileNotFoundError, ContractMismatchError)
 
@@ -71,18 +71,7 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def _refresh(root: Path, rel: str) -> None:
-    if rel in ("meta/stats.json", "meta/tasks.parquet"):
-        info = read_json(root / "meta/info.json")
-        record = info["metis_integrity"]
-        record["checksums"][rel] = file_digest(root / rel)
-        record["info_sha256"] = info_digest(info)
-        write_json(root / "meta/info.json", info)
-        return
-    for path in (root / "meta/metis_checksums").rglob("*.json"):
-        record = read_json(path)
-        if rel in record:
-            record[rel] = file_digest(root / rel)
-            write_json(path, record)
+    refresh_digest(root, rel)
 
 
 def _edit_column(root: Path, rel: str, column: str, row: int, delta: int) -> bool:

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from tests_helpers import refresh_digest
 
 from metis_core.contract import ContractMismatchError
 from metis_core.io import CorruptFileError, read_json, write_json
@@ -32,7 +33,6 @@ from metis_datasets import (
 from metis_datasets.cli import main
 from metis_datasets.lerobot_format import _write_parquet
 from metis_datasets.synthetic import SyntheticConfig, SyntheticSource, make_dataset
-from metis_datasets.validation import file_digest, info_digest
 
 DATA0 = "data/chunk-000/file-000.parquet"
 DATA1 = "data/chunk-000/file-001.parquet"
@@ -67,20 +67,8 @@ def _all_files(root: Path) -> dict[str, bytes]:
 
 def _refresh_digest(root: Path, rel: str) -> None:
     """Record the current content of ``rel`` as its committed digest (a consistent edit)."""
-    if rel in ("meta/stats.json", "meta/tasks.parquet"):
-        info = read_json(root / "meta/info.json")
-        record = info["metis_integrity"]
-        record["checksums"][rel] = file_digest(root / rel)
-        record["info_sha256"] = info_digest(info)
-        write_json(root / "meta/info.json", info)
-        return
-    for path in (root / "meta/metis_checksums").rglob("*.json"):
-        record = read_json(path)
-        if rel in record:
-            record[rel] = file_digest(root / rel)
-            write_json(path, record)
-            return
-    raise AssertionError(f"no digest recorded for {rel}")
+    if not refresh_digest(root, rel):
+        raise AssertionError(f"no digest recorded for {rel}")
 
 
 def _edit_parquet(root: Path, rel: str, change) -> None:
