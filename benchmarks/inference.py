@@ -18,7 +18,8 @@ does not depend on what the weights learned) at batch 1:
   previous chunk's solution: re-planning every control step (the solution shifted by one frame)
   and after executing a whole chunk (its final frame).
 
-Median and p99 over ``--repeats`` runs (after warm-up). The KV-cache comparison is repeated with
+Median and p99 over ``--repeats`` runs (after warm-up); the chunk timings run round-robin, so that
+a change of the host's speed during the run affects every row alike. The KV-cache comparison is repeated with
 a wider language model (256 wide, 4 layers): at the tiny config's 64-wide 2-layer LM a decoding
 step costs about as much in per-call framework overhead as in arithmetic, so the cache's gain is
 bounded by that overhead; the wider LM shows the gain once positions cost compute.
@@ -50,14 +51,21 @@ def _stats(times: list[float]) -> dict[str, float]:
     return {"median_ms": 1e3 * statistics.median(times), "p99_ms": 1e3 * p99, "runs": len(times)}
 
 
-def _timed(fn, repeats: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+def _interleaved(jobs: dict[str, tuple], warmup: int = 1) -> dict[str, list[float]]:
+    """Time several ``label: (fn, repeats)`` jobs round-robin, so that a change of the host's
+    speed during the run (shared machines drift by 2× within minutes) affects every job alike
+    and the ratios between them stay fair."""
+    for fn, _ in jobs.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {label: [] for label in jobs}
+    rounds = max(repeats for _, repeats in jobs.values())
+    for index in range(rounds):  # a job with fewer repeats runs evenly spread over the rounds
+        for label, (fn, repeats) in jobs.items():
+            while len(times[label]) < -(-(index + 1) * repeats // rounds):
+                start = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - start)
     return times
 
 
@@ -124,12 +132,6 @@ def main() -> None:
         motion.reconstruct(windows.actions[:256], windows.hand_mask[:256], update_codebook=True)
     motion.eval()
 
-    rows: dict[str, dict] = {}
-    for cache in (True, False):
-        label = f"METIS (44 codes), KV cache {'on' if cache else 'off'}"
-        times = _timed(lambda cache=cache: policy.predict_action(image, instruction, state, use_cache=cache, reason=False), args.repeats)  # fmt: skip
-        rows[label] = {**_stats(times), "tokens": 45}
-
     # The same comparison with a wider language model (256 wide, 4 layers; towers unchanged),
     # where per-position compute rather than per-call overhead sets the cost of a step.
     from metis_core.vla.backbones.prismatic import PrismaticConfig
@@ -142,10 +144,6 @@ def main() -> None:
             backbone_config=base.replace(llm={**base.llm, **wider_llm}).to_dict(),
         )
     ).eval()
-    for cache in (True, False):
-        label = f"METIS, 256-wide 4-layer LM, KV cache {'on' if cache else 'off'}"
-        times = _timed(lambda cache=cache: wider.predict_action(image, instruction, state, use_cache=cache, reason=False), max(args.repeats // 2, 3))  # fmt: skip
-        rows[label] = {**_stats(times), "tokens": 45}
 
     pixels = policy.backbone.preprocess(torch.from_numpy(image[None]))
     prompt = policy.prompt_ids(instruction)
@@ -160,8 +158,32 @@ def main() -> None:
         torch.stack([masks[i : i + chunk + 1].all(0) for i in spans]),
     )
     bin_ids = torch.arange(4, 4 + 256)  # the tiny tokenizer's 256 byte tokens stand for the bins
-    times = _timed(lambda: binning_chunk(policy, pixels, prompt, bin_ids, binning, chunk, state), args.binning_repeats, warmup=1)  # fmt: skip
-    rows["Binning (1,440 tokens), KV cache on"] = {**_stats(times), "tokens": chunk * 48}
+
+    labels = {
+        "on": "METIS (44 codes), KV cache on",
+        "off": "METIS (44 codes), KV cache off",
+        "wide_on": "METIS, 256-wide 4-layer LM, KV cache on",
+        "wide_off": "METIS, 256-wide 4-layer LM, KV cache off",
+        "binning": "Binning (1,440 tokens), KV cache on",
+    }
+
+    def metis(model, cache: bool):
+        return lambda: model.predict_action(image, instruction, state, use_cache=cache, reason=False)  # fmt: skip
+
+    def bins():
+        return binning_chunk(policy, pixels, prompt, bin_ids, binning, chunk, state)
+
+    wide_repeats = max(args.repeats // 2, 3)
+    jobs = {
+        labels["on"]: (metis(policy, True), args.repeats),
+        labels["off"]: (metis(policy, False), args.repeats),
+        labels["wide_on"]: (metis(wider, True), wide_repeats),
+        labels["wide_off"]: (metis(wider, False), wide_repeats),
+        labels["binning"]: (bins, args.binning_repeats),
+    }
+    rows: dict[str, dict] = {}
+    for label, times in _interleaved(jobs).items():
+        rows[label] = {**_stats(times), "tokens": chunk * 48 if label == labels["binning"] else 45}
 
     # the control-loop tail at batch 1
     result = policy.predict_action(image, instruction, state, reason=False)

@@ -187,6 +187,23 @@ def test_two_hands_in_one_batch_match_two_calls() -> None:
         inverse_kinematics_two_hands(right, left, t_right, t_left)
 
 
+def test_two_hands_share_a_batch_only_when_their_configs_differ_in_side_alone() -> None:
+    from metis_embodiments.urdf_hand import _same_but_side
+
+    left, right = (EMBODIMENTS.create("inspire", side=s) for s in ("left", "right"))
+    assert _same_but_side(left.config, right.config)
+    other = EMBODIMENTS.create("inspire", side="right", ik_tolerance_m=2e-5)
+    assert not _same_but_side(left.config, other.config)
+    assert not _same_but_side(left.config, EMBODIMENTS.create("sharpawave", side="right").config)
+    # unequal configs are solved as two calls, with each hand's own settings
+    generator = torch.Generator().manual_seed(5)
+    q_left, q_right = left.sample_joints(8, generator=generator), other.sample_joints(8, generator=generator)  # fmt: skip
+    t_left, t_right = left.forward_kinematics(q_left), other.forward_kinematics(q_right)
+    joint_left, joint_right = inverse_kinematics_two_hands(left, other, t_left, t_right)
+    for hand, result, target in ((left, joint_left, t_left), (other, joint_right, t_right)):
+        assert float((hand.forward_kinematics(result.joints.double()) - target).norm(dim=-1).max()) <= 2e-4  # fmt: skip
+
+
 def test_dex_backend_prints_nothing_for_urdfs_with_meshes(
     stripped_urdf: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -67,6 +67,19 @@ def test_encode_decode_and_calling_never_change_the_tokenizer(heldout) -> None:
         assert torch.equal(tokenizer.encode(actions, mask), reference_codes)
 
 
+def test_a_submodule_left_in_train_mode_is_run_in_eval_mode_and_left_as_it_was(heldout) -> None:
+    tokenizer = trained()
+    actions = heldout.actions[:16]
+    codes = tokenizer.encode(actions)
+    reference = tokenizer.decode(codes, actions[:, 0])
+    tokenizer.decoder.blocks[0].train()  # a mixed state: only this block in train mode
+    before = _modes(tokenizer)
+    assert any(before) and not all(before)
+    assert torch.equal(tokenizer.decode(codes, actions[:, 0]), reference)
+    assert torch.equal(tokenizer.encode(actions), codes)
+    assert _modes(tokenizer) == before
+
+
 def test_only_update_codebook_writes_the_codebook(heldout) -> None:
     tokenizer = trained().train()
     before = _state(tokenizer)

@@ -259,6 +259,38 @@ def test_processor_states_on_a_batch(vocab: DynamicsVocabulary) -> None:
         processor(torch.tensor([[5]]), torch.zeros(1, 100))
 
 
+def test_incremental_state_equals_rescanning_the_sequence(vocab: DynamicsVocabulary) -> None:
+    """``state_of`` (what the policy's decoding loop tracks per row) gives the same mask-table
+    row as ``states`` of the whole sequence, after every token of 300 random sequences mixing
+    control tokens, text and codes."""
+    processor = vocab.logits_processor(max_subtask_tokens=4)
+    controls = [vocab.begin_reasoning_id, vocab.begin_dynamics_id, vocab.end_dynamics_id]
+    pool = torch.tensor(
+        [*controls, 5, 6, 7, *vocab.visual_ids[:3].tolist(), *vocab.motion_ids[:3].tolist()]
+    )
+    gen = torch.Generator().manual_seed(0)
+    checked = 0
+    for _ in range(300):
+        length = int(torch.randint(1, 60, (1,), generator=gen))
+        weights = torch.ones(len(pool))
+        weights[:3] = 0.05  # control tokens rarely, so that long runs after one occur
+        seq = pool[torch.multinomial(weights, length, replacement=True, generator=gen)].tolist()
+        last, since = None, 0
+        for end, token in enumerate(seq, start=1):
+            if token in controls:
+                last, since = token, 0
+            else:
+                since += 1
+            expected = int(processor.states(torch.tensor([seq[:end]]))[0])
+            assert processor.state_of(last, since) == expected, (seq[:end], last, since)
+            checked += 1
+    assert checked > 5000
+    scores = torch.randn(2, len(vocab))
+    states = [processor.state_of(None, 2), processor.state_of(controls[1], 0)]
+    ids = torch.tensor([[5, 6], [5, controls[1]]])
+    assert torch.equal(processor.mask(scores, states), processor(ids, scores))
+
+
 def test_save_load_round_trip(vocab: DynamicsVocabulary, tmp_path: Path) -> None:
     directory = vocab.save_pretrained(tmp_path / "vocab")
     loaded = DynamicsVocabulary.from_pretrained(directory)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -114,7 +115,10 @@ class ComponentConfig:
         return dataclasses.replace(self, **changes)
 
 
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
+    # Cached per class: resolving the annotations costs ~0.5 ms, and configs are built in hot
+    # paths (``config.replace`` in a control loop's IK call).
     try:
         return typing.get_type_hints(cls)
     except Exception:  # unresolvable forward references: skip type coercion

@@ -183,11 +183,19 @@ class _JointTree:
 
     def _consts(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         if dtype not in self._cache:
+            # Rodrigues' constant factors: the skew matrix [k]x of each joint axis and its square
+            k = self.axes
+            skew = torch.zeros(self.num_joints, 3, 3, dtype=torch.float64)
+            skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+            skew = skew - skew.transpose(1, 2)
             self._cache[dtype] = {
                 "sr": self.static_rotation.to(dtype),
                 "sp": self.static_position.to(dtype),
                 "axes": self.axes.to(dtype),
                 "tip_offset": self.tip_offset.to(dtype),
+                "skew": skew[:, None].to(dtype),
+                "skew2": (skew @ skew)[:, None].to(dtype),
+                "eye": torch.eye(3, dtype=dtype),
             }
         return self._cache[dtype]
 
@@ -199,15 +207,9 @@ class _JointTree:
         c = self._consts(q.dtype)
         batch, num = q.shape[0], self.num_joints
         # Rodrigues: the rotation of each joint about its own axis, (Q, B, 3, 3).
-        k = c["axes"]
-        skew = torch.zeros(num, 3, 3, dtype=q.dtype)
-        skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-        skew = skew - skew.transpose(1, 2)
+        k, eye = c["axes"], c["eye"]
         angle = q.T[:, :, None, None]
-        eye = torch.eye(3, dtype=q.dtype)
-        rot = (
-            eye + torch.sin(angle) * skew[:, None] + (1 - torch.cos(angle)) * (skew @ skew)[:, None]
-        )
+        rot = eye + torch.sin(angle) * c["skew"] + (1 - torch.cos(angle)) * c["skew2"]
         local = c["sr"][:, None] @ rot  # (Q, B, 3, 3)
         rotation = torch.empty(num + 1, batch, 3, 3, dtype=q.dtype)
         position = torch.empty(num + 1, batch, 3, dtype=q.dtype)

@@ -31,6 +31,7 @@ fingertips exist, for :func:`metis_core.contract.fingertip_value_mask`.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -445,6 +446,16 @@ class URDFHand(Embodiment, abc.ABC):
         return flat.reshape(*joints.shape[:-1], -1)
 
 
+def _same_but_side(left: URDFHandConfig, right: URDFHandConfig) -> bool:
+    """Whether two hand configs are equal in every field but ``side`` (cheaper than building
+    ``left.replace(side=right.side)``, which validates every field, in a control loop)."""
+    return type(left) is type(right) and all(
+        getattr(left, field.name) == getattr(right, field.name)
+        for field in dataclasses.fields(left)
+        if field.name != "side"
+    )
+
+
 def inverse_kinematics_two_hands(
     left: Embodiment,
     right: Embodiment,
@@ -487,7 +498,7 @@ def inverse_kinematics_two_hands(
         isinstance(left, URDFHand)
         and isinstance(right, URDFHand)
         and type(left) is type(right)
-        and left.config.replace(side="right") == right.config
+        and _same_but_side(left.config, right.config)
         and right.config.ik_backend == "torch_lm"
         and left.kinematics.mirror
         and left.kinematics.urdf_path == right.kinematics.urdf_path

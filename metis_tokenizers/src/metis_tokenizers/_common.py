@@ -105,6 +105,14 @@ def _degenerate_rot6d(rot6d: torch.Tensor) -> torch.Tensor:
     return (norm_a < ROT6D_DEGENERATE) | (orthogonal.norm(dim=-1) < ROT6D_DEGENERATE)
 
 
+# Per hand (left, right): the indices of its wrist position, wrist rotation and fingertips, so
+# that both hands are handled in one batched operation.
+_WRIST_POSITION = torch.tensor([list(range(48))[h.wrist_position] for h in HAND_LAYOUT_LIST])
+_WRIST_ROT6D = torch.tensor([list(range(48))[h.wrist_rot6d] for h in HAND_LAYOUT_LIST])
+_FINGERTIPS = torch.tensor([list(range(48))[h.fingertips] for h in HAND_LAYOUT_LIST])
+_HAND_VALUES = torch.tensor([list(h.indices) for h in HAND_LAYOUT_LIST])
+
+
 def check_rotations(x: torch.Tensor, present: torch.Tensor, *, what: str) -> None:
     """Raise if a present hand's wrist 6D rotation is zero or degenerate.
 
@@ -112,14 +120,15 @@ def check_rotations(x: torch.Tensor, present: torch.Tensor, *, what: str) -> Non
         x: ``(B, T, 48)`` or ``(B, 48)`` contract values.
         present: ``(B, 2)`` bool.
     """
-    for layout in HAND_LAYOUT_LIST:
-        rot = x[..., layout.wrist_rot6d]
-        bad = _degenerate_rot6d(rot)
-        if bad.dim() == 2:
-            bad = bad.any(1)
-        bad = bad & present[:, HAND_LAYOUT_LIST.index(layout)]
-        if bool(bad.any()):
-            row = int(torch.nonzero(bad)[0])
+    bad = _degenerate_rot6d(x[..., _WRIST_ROT6D])  # (B, [T,] 2)
+    if bad.dim() == 3:
+        bad = bad.any(1)
+    bad = bad & present
+    if bool(bad.any()):
+        for index, layout in enumerate(HAND_LAYOUT_LIST):
+            if not bool(bad[:, index].any()):
+                continue
+            row = int(torch.nonzero(bad[:, index])[0])
             raise ValueError(
                 f"{what}: the {layout.side} wrist rotation (values {layout.wrist_rot6d.start}-"
                 f"{layout.wrist_rot6d.stop - 1}) of window {row} is zero or degenerate (two "
@@ -243,9 +252,7 @@ def check_start(
 
 def present_from_start(start: torch.Tensor) -> torch.Tensor:
     """``(B, 2)`` presence guessed from a start state: a missing hand's 24 values are zeros."""
-    return torch.stack(
-        [start[:, list(layout.indices)].abs().sum(-1) > 0 for layout in HAND_LAYOUT_LIST], -1
-    )
+    return start[:, _HAND_VALUES].abs().sum(-1) > 0
 
 
 def to_relative(actions: torch.Tensor, hand_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -259,18 +266,14 @@ def to_relative(actions: torch.Tensor, hand_mask: torch.Tensor | None = None) ->
         ``(B, T, 48)`` features in the contract layout (see the module docstring).
     """
     out = torch.zeros_like(actions)
-    for layout in HAND_LAYOUT_LIST:
-        position = actions[..., layout.wrist_position]
-        rotation = rot6d_to_matrix(actions[..., layout.wrist_rot6d])
-        start_rotation = rotation[:, :1]
-        start_inverse = start_rotation.transpose(-1, -2)
-        displacement = position - position[:, :1]
-        out[..., layout.wrist_position] = torch.einsum(
-            "btij,btj->bti", start_inverse.expand_as(rotation), displacement
-        )
-        out[..., layout.wrist_rot6d] = matrix_to_rot6d(start_inverse @ rotation)
-        tips = actions[..., layout.fingertips]
-        out[..., layout.fingertips] = tips - tips[:, :1]
+    position = actions[..., _WRIST_POSITION]  # (B, T, 2, 3), both hands at once
+    rotation = rot6d_to_matrix(actions[..., _WRIST_ROT6D])  # (B, T, 2, 3, 3)
+    start_inverse = rotation[:, :1].transpose(-1, -2)
+    displacement = position - position[:, :1]
+    out[..., _WRIST_POSITION] = (start_inverse @ displacement[..., None])[..., 0]
+    out[..., _WRIST_ROT6D] = matrix_to_rot6d(start_inverse @ rotation)
+    tips = actions[..., _FINGERTIPS]
+    out[..., _FINGERTIPS] = tips - tips[:, :1]
     if hand_mask is not None:
         out = out * hand_value_mask(hand_mask)[:, None, :].to(out.dtype)
     return out
@@ -291,19 +294,17 @@ def from_relative(
         ``(B, T, 48)``.
     """
     out = torch.zeros_like(features)
-    for layout in HAND_LAYOUT_LIST:
-        start_position = start[:, None, layout.wrist_position]
-        start_rotation = rot6d_to_matrix(start[:, layout.wrist_rot6d])[:, None]
-        relative_rotation = rot6d_to_matrix(features[..., layout.wrist_rot6d])
-        out[..., layout.wrist_position] = start_position + torch.einsum(
-            "btij,btj->bti",
-            start_rotation.expand_as(relative_rotation),
-            features[..., layout.wrist_position],
-        )
-        out[..., layout.wrist_rot6d] = matrix_to_rot6d(start_rotation @ relative_rotation)
-        out[..., layout.fingertips] = (
-            start[:, None, layout.fingertips] + features[..., layout.fingertips]
-        )
+    # one Gram–Schmidt call for the start and every frame of both hands
+    rotations = rot6d_to_matrix(
+        torch.cat([start[:, None, _WRIST_ROT6D], features[..., _WRIST_ROT6D]], 1)
+    )  # (B, 1 + T, 2, 3, 3)
+    start_rotation, relative_rotation = rotations[:, :1], rotations[:, 1:]
+    out[..., _WRIST_POSITION] = (
+        start[:, None, _WRIST_POSITION]
+        + (start_rotation @ features[..., _WRIST_POSITION, None])[..., 0]
+    )
+    out[..., _WRIST_ROT6D] = matrix_to_rot6d(start_rotation @ relative_rotation)
+    out[..., _FINGERTIPS] = start[:, None, _FINGERTIPS] + features[..., _FINGERTIPS]
     if present is None:
         present = present_from_start(start)
     return out * hand_value_mask(present)[:, None, :].to(out.dtype)

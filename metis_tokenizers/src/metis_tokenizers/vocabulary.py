@@ -785,6 +785,29 @@ class DynamicsLogitsProcessor:
         ended = (last >= 0) & (token == v.end_dynamics_id)
         return torch.where(ended, torch.full_like(state, self._AFTER_END), state)
 
+    def state_of(self, last_control: int | None, since: int) -> int:
+        """The mask-table row of one sequence from its last control token and the number of
+        tokens after it (``last_control=None``: no control token yet).
+
+        The per-sequence, pure-Python equivalent of :meth:`states`, for a decoding loop that
+        tracks both numbers as it goes instead of rescanning the ids every step.
+        """
+        v = self.vocabulary
+        if last_control == v.begin_reasoning_id:
+            if since == 0:
+                return self._REASON_FIRST
+            return self._FORCE_BOD if since >= self.max_subtask_tokens else self._REASON
+        if last_control == v.begin_dynamics_id:
+            return self._STEP0 + min(since, v.spec.dynamics_tokens)
+        if last_control == v.end_dynamics_id:
+            return self._AFTER_END
+        return self._DECIDE
+
+    def mask(self, scores: torch.Tensor, states: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Mask ``scores (B, V)`` given each row's mask-table row (:meth:`state_of`)."""
+        table = self._table(scores.shape[1], scores.device)
+        return scores.masked_fill(~table[torch.as_tensor(states, device=scores.device)], float("-inf"))
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Mask ``scores (B, V)`` given ``input_ids (B, L)``."""
         if input_ids.dim() != 2 or scores.dim() != 2 or input_ids.shape[0] != scores.shape[0]:

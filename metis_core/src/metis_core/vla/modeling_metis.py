@@ -559,9 +559,16 @@ class MetisPolicy(nn.Module):
         inputs = torch.stack(embeds)
         attention = torch.stack(mask)
         positions = (attention.cumsum(-1) - 1).clamp_min(0)
+        # Without padding (batch 1, or prompts of one length) the mask is all ones: the model is
+        # given none, so that it takes its causal fast path instead of building a mask per step.
+        padded = min(lengths) != longest
+
+        def mask_of(current: torch.Tensor) -> torch.Tensor | None:
+            return current if padded else None
+
         start = time.perf_counter()
         out = self.backbone.run_language_model(
-            inputs, attention_mask=attention, position_ids=positions, use_cache=use_cache
+            inputs, attention_mask=mask_of(attention), position_ids=positions, use_cache=use_cache
         )
         timings["prefill"] = time.perf_counter() - start
         passes = 1
@@ -571,6 +578,8 @@ class MetisPolicy(nn.Module):
         cache = out.cache
         processor = v.logits_processor(max_subtask_tokens=self.config.max_subtask_tokens)
         code_ids = v.added_ids[: v.spec.visual_codes + v.spec.motion_codes].to(device)
+        is_code = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+        is_code[code_ids] = True
         dynamics: list[list[torch.Tensor]] = [[] for _ in range(batch)]
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         generated: list[list[int]] = [[] for _ in range(batch)]
@@ -578,18 +587,27 @@ class MetisPolicy(nn.Module):
         start = time.perf_counter()
         eos = getattr(self.tokenizer, "eos_token_id", None)
         filler = torch.full((batch,), v.end_dynamics_id if eos is None else int(eos), device=device)
-        # The grammar state depends only on the tokens since the last control token, and a prompt
-        # holds control tokens only at its end: the processor reads the prompt's last token and
-        # what was generated, not the whole sequence (cheaper per step, same state).
-        window = ids[:, -1:]
+        # The grammar state depends only on the last control token and the number of tokens
+        # after it, and a prompt holds control tokens only at its end: both are tracked per row
+        # as tokens are chosen (the processor's ``states`` of the whole sequence, without
+        # rescanning it every step).
+        controls = {v.begin_reasoning_id, v.begin_dynamics_id, v.end_dynamics_id}
+        last_control: list[int | None] = [
+            int(p[-1]) if int(p[-1]) in controls else None for p in prompts
+        ]
+        since = [0] * batch
         for _ in range(limit):
-            scores = processor(window, logits.float())
+            states = [processor.state_of(c, n) for c, n in zip(last_control, since, strict=True)]
+            scores = processor.mask(logits.float(), states)
             next_ids = _sample(scores, temperature, top_p, generator)
             next_ids = torch.where(done, filler, next_ids)
             for row, (token, finished) in enumerate(zip(next_ids.tolist(), done.tolist(), strict=True)):  # fmt: skip
                 if not finished:
                     generated[row].append(token)
-            window = torch.cat([window, next_ids[:, None]], 1)
+                if token in controls:
+                    last_control[row], since[row] = token, 0
+                else:
+                    since[row] += 1
             done = done | (next_ids == v.end_dynamics_id)
             if bool(done.all()):
                 break
@@ -599,7 +617,7 @@ class MetisPolicy(nn.Module):
             if use_cache:
                 out = self.backbone.run_language_model(
                     new_embeds,
-                    attention_mask=attention,
+                    attention_mask=mask_of(attention),
                     position_ids=last_position[:, None],
                     cache=cache,
                     use_cache=True,
@@ -609,11 +627,11 @@ class MetisPolicy(nn.Module):
             else:
                 inputs = torch.cat([inputs, new_embeds.to(inputs.dtype)], 1)
                 positions = torch.cat([positions, last_position[:, None]], 1)
-                out = self.backbone.run_language_model(inputs, attention_mask=attention, position_ids=positions)  # fmt: skip
+                out = self.backbone.run_language_model(inputs, attention_mask=mask_of(attention), position_ids=positions)  # fmt: skip
                 state = out.hidden_states[:, -1]
             passes += 1
             logits = out.logits[:, -1]
-            fed_code = torch.isin(next_ids, code_ids) & ~done
+            fed_code = is_code[next_ids] & ~done
             for row in torch.nonzero(fed_code).flatten().tolist():
                 dynamics[row].append(state[row])
         timings["decode"] = time.perf_counter() - start

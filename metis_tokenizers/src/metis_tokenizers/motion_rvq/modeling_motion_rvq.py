@@ -259,14 +259,17 @@ class MotionRVQ(Tokenizer, nn.Module):
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
         """Run the block in eval mode without gradients, then restore every module's mode."""
-        modes = [(module, module.training) for module in self.modules()]
-        self.eval()
+        # Only modules in training mode are switched (and switched back): ``eval()`` on a
+        # tokenizer that is already in eval mode would walk every submodule twice per call.
+        training = [module for module in self.modules() if module.training]
+        for module in training:
+            module.training = False
         try:
             with torch.no_grad():
                 yield
         finally:
-            for module, training in modes:
-                module.training = training
+            for module in training:
+                module.training = True
 
     def _require_trained(self, what: str) -> None:
         if not self.is_trained:
