@@ -9,6 +9,8 @@ does not depend on what the weights learned) at batch 1:
 * **METIS**: one image + prompt, constrained generation of ``[BOD]`` + 4 visual + 40 motion codes
   + ``[EOD]``, then the MAP action head → a (30, 48) chunk. KV cache on, and off (every step
   recomputes the whole sequence; the vision towers still run once).
+* **Server**: the METIS row's call through ``metis serve``'s app on loopback (``PolicyClient``:
+  json-numpy request with the 224×224 image, HTTP, the service's lock and worker thread).
 * **Binning** (RT-2 / OpenVLA style): the same backbone generates one token per action value,
   30 × 48 = 1,440 tokens (constrained to 256 bin tokens), decoded by the ``binning`` tokenizer —
   KV cache on.
@@ -181,9 +183,26 @@ def main() -> None:
         labels["wide_off"]: (metis(wider, False), wide_repeats),
         labels["binning"]: (bins, args.binning_repeats),
     }
+    # The policy server on loopback: the same call through POST /act (json-numpy, HTTP, the
+    # service's lock and worker thread) against the in-process call it makes.
+    server = None
+    try:
+        from metis_core.serve import PolicyClient, ServerConfig
+        from metis_core.serve.app import BackgroundServer
+
+        server = BackgroundServer(policy, ServerConfig(port=0, predict_options={"reason": False})).start()  # fmt: skip
+        client = PolicyClient(server.url)
+        labels["served"] = "METIS through the server (loopback POST /act)"
+        jobs[labels["served"]] = (lambda: client.act(image, instruction, state), args.repeats)
+    except ImportError:
+        print("metis-core[serve] is not installed: no server round-trip row")
     rows: dict[str, dict] = {}
-    for label, times in _interleaved(jobs).items():
-        rows[label] = {**_stats(times), "tokens": chunk * 48 if label == labels["binning"] else 45}
+    try:
+        for label, times in _interleaved(jobs).items():
+            rows[label] = {**_stats(times), "tokens": chunk * 48 if label == labels["binning"] else 45}  # fmt: skip
+    finally:
+        if server is not None:
+            server.stop()
 
     # the control-loop tail at batch 1
     result = policy.predict_action(image, instruction, state, reason=False)
@@ -260,6 +279,9 @@ def main() -> None:
         "speedup_kv_cache": rows["METIS (44 codes), KV cache off"]["median_ms"] / metis,
         "speedup_kv_cache_wider_lm": rows["METIS, 256-wide 4-layer LM, KV cache off"]["median_ms"]
         / rows["METIS, 256-wide 4-layer LM, KV cache on"]["median_ms"],
+        "server_overhead_ms": (
+            rows[labels["served"]]["median_ms"] - metis if "served" in labels else None
+        ),
         "tail_ik_worst_fingertip_error_mm": ik_error,
         "targets": {"metis_vs_binning": ">= 20x", "kv_cache": ">= 3x", "tail_median_ms": "<= 10"},
     }
@@ -268,6 +290,8 @@ def main() -> None:
         print(f"{label:52s} {row['median_ms']:10.2f} {row['p99_ms']:10.2f} {row['runs']:5d}")
     print(f"METIS vs binning: {report['speedup_vs_binning']:.1f}x faster (target >= 20x)")
     print(f"KV cache on vs off: {report['speedup_kv_cache']:.1f}x faster (target >= 3x); with the 256-wide 4-layer LM {report['speedup_kv_cache_wider_lm']:.1f}x")  # fmt: skip
+    if report["server_overhead_ms"] is not None:
+        print(f"server round trip adds {report['server_overhead_ms']:.1f} ms (median) to the in-process chunk")  # fmt: skip
     tail_ms = rows["Tail (re-plan every step): total"]["median_ms"]
     whole_ms = rows["Tail (whole chunk executed): total"]["median_ms"]
     print(f"control-loop tail: {tail_ms:.2f} ms median re-planning every step (target <= 10 ms), {whole_ms:.2f} ms after a whole chunk; IK worst fingertip error {ik_error:.3f} mm; load {report['machine']['load_1min']:.2f}")  # fmt: skip

@@ -169,6 +169,14 @@ def contract_command() -> None:
         click.echo(f"  {start:>2}:{stop:<2}  {label}")
 
 
+cli.add_command(
+    LazyCommand(
+        "serve",
+        "metis_core.serve.cli:serve_command",
+        help="Serve a saved policy at POST /act (pip install 'metis-core[serve]').",
+    )
+)
+
 _commands_loaded = False
 
 
