@@ -389,3 +389,108 @@ def test_parse_rejects_code_tokens_inside_the_subtask_text(vocab) -> None:
 def test_parse_of_an_empty_sequence_says_so(vocab, empty) -> None:
     with pytest.raises(ValueError, match="the sequence is empty"):
         vocab.parse(empty)
+
+
+# -- the authors' release layout (VocabularySpec.metis_release) -------------------------------
+
+
+@pytest.fixture
+def release() -> DynamicsVocabulary:
+    return DynamicsVocabulary.add_to(tiny_tokenizer(), VocabularySpec.metis_release())
+
+
+def test_release_layout_ids_relative_to_the_tokenizer(release: DynamicsVocabulary) -> None:
+    base = 320
+    tokenizer = release.tokenizer
+    assert len(release) == base + 2 + 16 + 512  # no end token is added
+    assert release.begin_dynamics_id == base  # <BOA> first
+    assert release.begin_reasoning_id == base + 1  # then <BOR>
+    assert release.visual_ids.tolist() == list(range(base + 2, base + 18))
+    assert release.motion_ids.tolist() == list(range(base + 18, base + 530))
+    assert release.end_dynamics_id == tokenizer.eos_token_id
+    assert release.control_tokens == ("<BOR>", "<BOA>", "</s>")
+    assert tokenizer.convert_ids_to_tokens([base, base + 1, base + 2, base + 18]) == ["<BOA>", "<BOR>", "<DYN_0>", "<DEX_0>"]  # fmt: skip
+    assert release.allowed_ids(44).tolist() == [tokenizer.eos_token_id]
+    again = DynamicsVocabulary.add_to(tokenizer, VocabularySpec.metis_release())
+    assert torch.equal(again.added_ids, release.added_ids)
+    assert len(tokenizer) == base + 530
+    # the default layout is unchanged: codes first, then [BOA] [BOD] [EOD]
+    default = DynamicsVocabulary.add_to(tiny_tokenizer())
+    assert default.visual_ids[0] == base
+    assert default.begin_reasoning_id == base + 528
+    assert default.end_dynamics_id == base + 530
+
+
+def test_release_sequence_generation_and_processor(release: DynamicsVocabulary) -> None:
+    eos = release.tokenizer.eos_token_id
+    seq = release.build_sequence("grasp the cube", [0, 15, 3, 4], [511] * 40, subtask="grasp the yellow cube")  # fmt: skip
+    ids = seq.input_ids.tolist()
+    assert ids[-1] == eos
+    assert ids[-46] == release.begin_dynamics_id
+    assert release.begin_reasoning_id in ids
+    parsed = release.parse(seq.input_ids)
+    assert parsed.complete
+    assert parsed.subtask == "grasp the yellow cube"
+    assert parsed.motion_codes.tolist() == [511] * 40
+    with pytest.raises(ValueError, match="not followed by </s>"):
+        release.parse(seq.input_ids[:-1])
+    model = random_llama(len(release))
+    prompt = release.prompt_ids("put the red cube on the left", mode="act")
+    for seed in range(3):
+        torch.manual_seed(seed)
+        out = model.generate(prompt[None], max_new_tokens=60, do_sample=True, **release.generation_kwargs())[0]  # fmt: skip
+        new = out[len(prompt) :]
+        assert len(new) == 45
+        assert int(new[44]) == eos
+        assert release.parse(out).complete
+    processor = release.logits_processor()
+    step = [release.begin_dynamics_id, *[int(release.visual_ids[1])] * 4, *[int(release.motion_ids[2])] * 40]  # fmt: skip
+    for rows in ([5, *step], [*step, eos], [*step, eos, eos]):
+        allowed = torch.isfinite(processor(torch.tensor([rows]), torch.zeros(1, len(release))))[0]
+        assert torch.nonzero(allowed).flatten().tolist() == [eos]
+        last = max(i for i, t in enumerate(rows) if t in (release.begin_dynamics_id, eos))
+        state = processor.state_of(rows[last], len(rows) - 1 - last)
+        assert state == int(processor.states(torch.tensor([rows]))[0])
+    decide = torch.isfinite(processor(torch.tensor([[5, 6]]), torch.zeros(1, len(release))))[0]
+    assert set(torch.nonzero(decide).flatten().tolist()) == {release.begin_reasoning_id, release.begin_dynamics_id}  # fmt: skip
+
+
+def test_release_spec_round_trips_and_old_files_still_load(release: DynamicsVocabulary, tmp_path: Path) -> None:  # fmt: skip
+    import json
+
+    directory = release.save_pretrained(tmp_path / "release")
+    loaded = DynamicsVocabulary.from_pretrained(directory)
+    assert loaded.spec == VocabularySpec.metis_release()
+    assert loaded.spec.end_dynamics is None
+    assert torch.equal(loaded.added_ids, release.added_ids)
+    # a file written before the end marker and the order were configurable
+    default = DynamicsVocabulary.add_to(tiny_tokenizer())
+    old = default.save_pretrained(tmp_path / "old")
+    data = json.loads((old / "dynamics_vocabulary.json").read_text())
+    del data["token_order"]
+    (old / "dynamics_vocabulary.json").write_text(json.dumps(data))
+    assert DynamicsVocabulary.from_pretrained(old).spec == VocabularySpec()
+
+
+def test_release_spec_validation() -> None:
+    with pytest.raises(ValueError, match="token_order must name each of"):
+        VocabularySpec(token_order=["visual", "motion", "begin_reasoning", "begin_dynamics"])
+    with pytest.raises(ValueError, match=r"the eos is not added"):
+        VocabularySpec.metis_release(token_order=[*["visual", "motion", "begin_reasoning", "begin_dynamics", "end_dynamics"]])  # fmt: skip
+    with pytest.raises(ValueError, match="control tokens must differ"):
+        VocabularySpec.metis_release(begin_reasoning="<BOA>")
+
+    class NoEos:
+        def __init__(self) -> None:
+            self.inner = tiny_tokenizer()
+            DynamicsVocabulary.add_to(self.inner, VocabularySpec.metis_release())
+            self.eos_token_id = None
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __len__(self) -> int:
+            return len(self.inner)
+
+    with pytest.raises(ValueError, match="has no eos token"):
+        DynamicsVocabulary(NoEos(), VocabularySpec.metis_release())

@@ -17,6 +17,10 @@ codes to token ids and back, builds training sequences with their label mask, pa
 sequences, and constrains generation with a ``transformers`` ``LogitsProcessor`` so that after
 ``[BOD]`` a model can only emit 4 visual codes, then 40 motion codes, then ``[EOD]``.
 
+:meth:`VocabularySpec.metis_release` reproduces the authors' released layout instead: ``<BOR>``
+(reasoning), ``<BOA>`` (dynamics), ``<DYN_i>``, ``<DEX_j>`` added in that order, and the
+tokenizer's eos ``</s>`` as the end marker (see ``docs/deploy/release.md``).
+
 ``transformers`` is imported only by :meth:`DynamicsVocabulary.logits_processor` and
 :meth:`DynamicsVocabulary.from_pretrained` (``pip install 'metis-tokenizers[vision]'``).
 
@@ -41,6 +45,7 @@ from metis_core.io import atomic_directory, read_json, write_json
 
 __all__ = [
     "IGNORE_INDEX",
+    "TOKEN_GROUPS",
     "VOCABULARY_NAME",
     "DynamicsLogitsProcessor",
     "DynamicsSequence",
@@ -57,9 +62,15 @@ _FORMAT_VERSION = 1
 _INSTALL = "metis-tokenizers[vision]"
 
 
+#: The groups of added tokens, in the default order (codes first, then the control tokens).
+TOKEN_GROUPS = ("visual", "motion", "begin_reasoning", "begin_dynamics", "end_dynamics")
+
+
 @dataclass(frozen=True, kw_only=True)
 class VocabularySpec:
     """Sizes and token names of the dynamics vocabulary (defaults: METIS appendix B).
+
+    :meth:`metis_release` gives the layout of the authors' released checkpoints instead.
 
     Args:
         visual_codes: Codes of the visual-dynamics codebook (``|C_v| = 16``).
@@ -70,7 +81,12 @@ class VocabularySpec:
         motion_format: Token text of motion code ``j``.
         begin_reasoning: Starts the subtask (reasoning) segment.
         begin_dynamics: Starts the dynamics tokens.
-        end_dynamics: Ends the step.
+        end_dynamics: Ends the step, or ``None`` for the tokenizer's own eos token (nothing is
+            added for it; the authors' release ends the step with the LLaMA ``</s>``).
+        token_order: In which order the groups of :data:`TOKEN_GROUPS` are added to the
+            tokenizer (this decides their ids); ``"end_dynamics"`` is left out when
+            ``end_dynamics`` is ``None``. Default: visual codes, motion codes, then the control
+            tokens.
     """
 
     visual_codes: int = 16
@@ -81,7 +97,8 @@ class VocabularySpec:
     motion_format: str = "<mot_{}>"
     begin_reasoning: str = "[BOA]"
     begin_dynamics: str = "[BOD]"
-    end_dynamics: str = "[EOD]"
+    end_dynamics: str | None = "[EOD]"
+    token_order: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("visual_codes", "visual_tokens", "motion_codes", "motion_tokens"):
@@ -92,13 +109,51 @@ class VocabularySpec:
             value = getattr(self, name)
             if not isinstance(value, str) or value.count("{}") != 1:
                 raise ValueError(f"{name} must be a string with one '{{}}' for the code, got {value!r}")  # fmt: skip
-        controls = (self.begin_reasoning, self.begin_dynamics, self.end_dynamics)
-        if not all(isinstance(c, str) and c.strip() == c and c for c in controls):
-            raise ValueError(f"control tokens must be non-empty strings without surrounding spaces, got {controls}")  # fmt: skip
-        if len(set(controls)) != 3:
+        controls = self.control_tokens
+        if not all(isinstance(c, str) and c.strip() == c and c for c in controls) or (
+            self.end_dynamics is None and len(controls) != 2
+        ):
+            raise ValueError(f"control tokens must be non-empty strings without surrounding spaces (end_dynamics may be None: the eos), got {(self.begin_reasoning, self.begin_dynamics, self.end_dynamics)}")  # fmt: skip
+        if len(set(controls)) != len(controls):
             raise ValueError(f"control tokens must differ, got {controls}")
         if self.visual_format == self.motion_format:
             raise ValueError("visual_format and motion_format must differ")
+        groups = tuple(g for g in TOKEN_GROUPS if g != "end_dynamics" or self.end_dynamics is not None)  # fmt: skip
+        order = groups if self.token_order is None else self.token_order
+        if isinstance(order, str) or not isinstance(order, Sequence):
+            raise ValueError(f"token_order must be a sequence of {list(groups)}, got {order!r}")
+        order = tuple(order)
+        if sorted(order) != sorted(groups):
+            hint = " (end_dynamics is None: the eos is not added)" if self.end_dynamics is None else ""  # fmt: skip
+            raise ValueError(f"token_order must name each of {list(groups)} once, got {list(order)}{hint}")  # fmt: skip
+        # JSON gives a list; store a tuple so that specs compare equal after a round trip.
+        object.__setattr__(self, "token_order", order)
+
+    @classmethod
+    def metis_release(cls, **overrides: Any) -> VocabularySpec:
+        """The vocabulary of the authors' released checkpoints (AureleoPKU/Metis).
+
+        ``<BOA>`` starts the *dynamics* and ``<BOR>`` the *reasoning* (the names are swapped
+        with respect to the paper's [BOA]/[BOD]); ``<DYN_i>`` are the 16 visual codes and
+        ``<DEX_j>`` the 512 motion codes; there is no end-of-dynamics token: the step ends with
+        the tokenizer's eos (``</s>``). They are added in the order ``<BOA>``, ``<BOR>``,
+        ``<DYN_0..15>``, ``<DEX_0..511>``: after LLaMA-2's 32000 tokens and ``<PAD>`` (32000)
+        that is ``<BOA>`` = 32001, ``<BOR>`` = 32002, ``<DYN_i>`` = 32003 + i,
+        ``<DEX_j>`` = 32019 + j.
+
+        Args:
+            **overrides: Other fields (e.g. sizes).
+        """
+        values: dict[str, Any] = {
+            "visual_format": "<DYN_{}>",
+            "motion_format": "<DEX_{}>",
+            "begin_reasoning": "<BOR>",
+            "begin_dynamics": "<BOA>",
+            "end_dynamics": None,
+            "token_order": ("begin_dynamics", "begin_reasoning", "visual", "motion"),
+        }
+        values.update(overrides)
+        return cls(**values)
 
     @property
     def dynamics_tokens(self) -> int:
@@ -106,17 +161,24 @@ class VocabularySpec:
         return self.visual_tokens + self.motion_tokens
 
     @property
-    def control_tokens(self) -> tuple[str, str, str]:
-        """``(begin_reasoning, begin_dynamics, end_dynamics)``."""
-        return (self.begin_reasoning, self.begin_dynamics, self.end_dynamics)
+    def control_tokens(self) -> tuple[str, ...]:
+        """``(begin_reasoning, begin_dynamics, end_dynamics)``; without the end marker when it
+        is the tokenizer's eos (``end_dynamics=None``)."""
+        ends = () if self.end_dynamics is None else (self.end_dynamics,)
+        return (self.begin_reasoning, self.begin_dynamics, *ends)
+
+    def _group(self, name: str) -> list[str]:
+        if name == "visual":
+            return [self.visual_format.format(i) for i in range(self.visual_codes)]
+        if name == "motion":
+            return [self.motion_format.format(j) for j in range(self.motion_codes)]
+        return [getattr(self, name)]
 
     def token_strings(self) -> list[str]:
-        """All added tokens: visual codes, motion codes, then the control tokens."""
-        return [
-            *(self.visual_format.format(i) for i in range(self.visual_codes)),
-            *(self.motion_format.format(j) for j in range(self.motion_codes)),
-            *self.control_tokens,
-        ]
+        """All added tokens, in :attr:`token_order` (default: visual codes, motion codes, then
+        the control tokens). The eos end marker (``end_dynamics=None``) is not among them."""
+        assert self.token_order is not None  # set by __post_init__
+        return [token for group in self.token_order for token in self._group(group)]
 
     @classmethod
     def from_tokenizers(cls, visual: Any, motion: Any, **kwargs: Any) -> VocabularySpec:
@@ -213,7 +275,8 @@ class DynamicsVocabulary:
         spec: Sizes and names (default: METIS).
 
     Raises:
-        ValueError: If the tokenizer lacks some of the tokens or is not a tokenizer.
+        ValueError: If the tokenizer lacks some of the tokens or is not a tokenizer (or has
+            no eos when the spec ends the step with it).
 
     Example:
         >>> vocab = DynamicsVocabulary.add_to(tokenizer)
@@ -235,15 +298,39 @@ class DynamicsVocabulary:
                 f"the tokenizer lacks {len(missing)} dynamics tokens (e.g. {missing[:3]}); build "
                 "the vocabulary with DynamicsVocabulary.add_to(tokenizer)"
             )
-        ids = torch.tensor([vocab[name] for name in names], dtype=torch.long)
-        if len(set(ids.tolist())) != len(names):
-            raise ValueError("the tokenizer maps two dynamics tokens to the same id")
         s = self.spec
-        self.visual_ids = ids[: s.visual_codes]
-        self.motion_ids = ids[s.visual_codes : s.visual_codes + s.motion_codes]
-        self.begin_reasoning_id, self.begin_dynamics_id, self.end_dynamics_id = (
-            int(i) for i in ids[-3:]
+        if s.end_dynamics is None:
+            eos = getattr(tokenizer, "eos_token_id", None)
+            if eos is None:
+                raise ValueError(
+                    "the spec ends the step with the tokenizer's eos (end_dynamics=None), but "
+                    f"{type(tokenizer).__name__} has no eos token"
+                )
+            self.end_token: str = str(tokenizer.eos_token)
+            end_id = int(eos)
+        else:
+            self.end_token = s.end_dynamics
+            end_id = int(vocab[s.end_dynamics])
+        self.visual_ids = torch.tensor([vocab[t] for t in s._group("visual")], dtype=torch.long)
+        self.motion_ids = torch.tensor([vocab[t] for t in s._group("motion")], dtype=torch.long)
+        self.begin_reasoning_id = int(vocab[s.begin_reasoning])
+        self.begin_dynamics_id = int(vocab[s.begin_dynamics])
+        self.end_dynamics_id = end_id
+        #: Every id of the step grammar in a fixed order, whatever order they were added in:
+        #: visual codes, motion codes, begin_reasoning, begin_dynamics, the end marker (the
+        #: tokenizer's eos when ``end_dynamics`` is ``None``).
+        ids = torch.cat(
+            [
+                self.visual_ids,
+                self.motion_ids,
+                torch.tensor([self.begin_reasoning_id, self.begin_dynamics_id, end_id]),
+            ]
         )
+        if len(set(ids.tolist())) != len(ids):
+            raise ValueError(
+                "the tokenizer maps two dynamics tokens to the same id (or the eos end marker is "
+                "one of the added tokens)"
+            )
         self.added_ids = ids
         # id -> code lookup tables (-1: not a code of that kind)
         size = int(ids.max()) + 1
@@ -251,7 +338,8 @@ class DynamicsVocabulary:
         self._visual_code_of[self.visual_ids] = torch.arange(s.visual_codes)
         self._motion_code_of = torch.full((size,), -1, dtype=torch.long)
         self._motion_code_of[self.motion_ids] = torch.arange(s.motion_codes)
-        for name, token_id in zip(names, ids.tolist(), strict=True):
+        for name in names:
+            token_id = int(vocab[name])
             pieces = tokenizer.encode(name, add_special_tokens=False)
             if list(pieces) != [token_id]:
                 raise ValueError(
@@ -265,7 +353,8 @@ class DynamicsVocabulary:
     def add_to(cls, tokenizer: Any, spec: VocabularySpec | None = None) -> DynamicsVocabulary:
         """Add the missing code and control tokens to ``tokenizer`` (in place) as special tokens.
 
-        Tokens already present keep their ids, so calling it again changes nothing.
+        Tokens already present keep their ids, so calling it again changes nothing; missing
+        ones are added in the spec's :attr:`~VocabularySpec.token_order`.
 
         Args:
             tokenizer: A Hugging Face tokenizer.
@@ -288,6 +377,12 @@ class DynamicsVocabulary:
     def dynamics_tokens(self) -> int:
         """Code tokens per step (44 by default)."""
         return self.spec.dynamics_tokens
+
+    @property
+    def control_tokens(self) -> tuple[str, str, str]:
+        """``(begin_reasoning, begin_dynamics, end marker)`` as token texts (the end marker is
+        the tokenizer's eos text when the spec's ``end_dynamics`` is ``None``)."""
+        return (self.spec.begin_reasoning, self.spec.begin_dynamics, self.end_token)
 
     def __len__(self) -> int:
         """Size of the extended tokenizer (what the model's embedding must hold)."""
@@ -373,7 +468,7 @@ class DynamicsVocabulary:
     def _text_ids(self, text: Any, what: str, *, special: bool) -> list[int]:
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{what}: expected non-empty text, got {text!r}")
-        for token in self.spec.control_tokens:
+        for token in self.control_tokens:
             if token in text:
                 raise ValueError(f"{what}: must not contain the control token {token!r}: {text!r}")
         ids = list(self.tokenizer.encode(text, add_special_tokens=special))
@@ -539,8 +634,7 @@ class DynamicsVocabulary:
         complete = end < len(values) and values[end] == self.end_dynamics_id
         if require_end and not complete:
             raise ValueError(
-                f"ids: the {self.dynamics_tokens} codes are not followed by "
-                f"{self.spec.end_dynamics}"
+                f"ids: the {self.dynamics_tokens} codes are not followed by {self.end_token}"
             )
         subtask = None
         boa = [i for i, v in enumerate(values[: bod[-1]]) if v == self.begin_reasoning_id]
@@ -597,9 +691,11 @@ class DynamicsVocabulary:
         stop = [self.end_dynamics_id]
         eos = getattr(self.tokenizer, "eos_token_id", None)
         pad = getattr(self.tokenizer, "pad_token_id", None)
+        if eos is not None and int(eos) not in stop:
+            stop.append(int(eos))
         return {
             "logits_processor": transformers.LogitsProcessorList([processor]),
-            "eos_token_id": stop + ([int(eos)] if eos is not None else []),
+            "eos_token_id": stop,
             "pad_token_id": int(pad if pad is not None else (eos if eos is not None else stop[0])),
         }
 
@@ -616,7 +712,7 @@ class DynamicsVocabulary:
             "control_ids": {
                 self.spec.begin_reasoning: self.begin_reasoning_id,
                 self.spec.begin_dynamics: self.begin_dynamics_id,
-                self.spec.end_dynamics: self.end_dynamics_id,
+                self.end_token: self.end_dynamics_id,
             },
             "tokenizer_size": len(self.tokenizer),
         }
@@ -677,7 +773,7 @@ class DynamicsVocabulary:
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         vocab = cls(tokenizer, spec)
         saved = [*data.get("visual_ids", []), *data.get("motion_ids", [])]
-        saved += [data.get("control_ids", {}).get(t) for t in spec.control_tokens]
+        saved += [data.get("control_ids", {}).get(t) for t in vocab.control_tokens]
         if saved != vocab.added_ids.tolist():
             raise ValueError(
                 f"{file}: the tokenizer maps the dynamics tokens to other ids than were saved; "
@@ -705,7 +801,9 @@ class DynamicsLogitsProcessor:
     * ``[BOA]``: subtask text (no special, code or control tokens except ``[BOD]``); at least one
       text token, and ``[BOD]`` is forced after ``max_subtask_tokens``;
     * ``[BOD]``: ``Q_v`` visual codes, then ``Q_m`` motion codes, then ``[EOD]``;
-    * ``[EOD]``: the tokenizer's eos (or ``[EOD]`` again), so finished rows stay finished.
+    * ``[EOD]``: the tokenizer's eos (or ``[EOD]`` again), so finished rows stay finished
+      (when the end marker is the eos itself, as in :meth:`VocabularySpec.metis_release`: the
+      eos again).
 
     Every other logit is set to ``-inf``; the model's logits may be wider than the tokenizer
     (padded embeddings), the extra ids are never allowed. Built by
@@ -806,7 +904,9 @@ class DynamicsLogitsProcessor:
     def mask(self, scores: torch.Tensor, states: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Mask ``scores (B, V)`` given each row's mask-table row (:meth:`state_of`)."""
         table = self._table(scores.shape[1], scores.device)
-        return scores.masked_fill(~table[torch.as_tensor(states, device=scores.device)], float("-inf"))
+        return scores.masked_fill(
+            ~table[torch.as_tensor(states, device=scores.device)], float("-inf")
+        )
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Mask ``scores (B, V)`` given ``input_ids (B, L)``."""

@@ -11,7 +11,13 @@ import click
 __all__ = ["load_checkpoint", "serve_command"]
 
 
-def load_checkpoint(path: str | Path, *, preset: str | None = None, device: str = "cpu") -> Any:
+def load_checkpoint(
+    path: str | Path,
+    *,
+    preset: str | None = None,
+    device: str = "cpu",
+    unnorm_key: str | None = None,
+) -> Any:
     """A policy from a directory: a ``MetisPolicy.save_pretrained`` one, or the authors'
     release layout (``action_decoder.pt`` beside merged weights) through the ``metis_release``
     preset.
@@ -20,6 +26,8 @@ def load_checkpoint(path: str | Path, *, preset: str | None = None, device: str 
         path: The checkpoint directory.
         preset: ``"metis_release"`` to force the release loader; ``None`` to detect it.
         device: Where to put the model.
+        unnorm_key: The statistics key of a release checkpoint with several datasets (its
+            loader needs it to choose the statistics).
 
     Raises:
         FileNotFoundError: For a path that is not a directory (it is never sent to a hub).
@@ -37,7 +45,7 @@ def load_checkpoint(path: str | Path, *, preset: str | None = None, device: str 
     if preset not in (None, "metis_release"):
         raise ValueError(f"--preset must be 'metis_release' or omitted, got {preset!r}")
     if release is not None and (preset == "metis_release" or release.is_metis_release(directory)):
-        policy = release.load_metis_release(directory)
+        policy = release.load_metis_release(directory, unnorm_key=unnorm_key)
     elif preset == "metis_release":
         raise RuntimeError("this build of metis-core has no metis_release loader")
     else:
@@ -80,8 +88,8 @@ def serve_command(
     torch.set_num_threads(choice.threads)
     click.echo(f"metis serve: using {choice.reason}")
     try:
-        policy = load_checkpoint(checkpoint, preset=preset, device=device)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        policy = load_checkpoint(checkpoint, preset=preset, device=device, unnorm_key=unnorm_key)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as err:
         raise click.ClickException(str(err)) from None
     config = ServerConfig(host=host, port=port, embodiment=embodiment, unnorm_key=unnorm_key, legacy_errors=legacy_errors)  # fmt: skip
     click.echo(f"metis serve: {checkpoint} at http://{host}:{port}/act (GET /health, /metrics)")

@@ -3,24 +3,45 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from metis_core.config import ComponentConfig
 from metis_core.normalization import NormMode
 
-__all__ = ["MetisConfig"]
+__all__ = ["VOCABULARY_FIELDS", "MetisConfig"]
 
 _PROMPT = "What action should the robot take to {instruction}?"
 _SUBTASK = " Current subtask: {subtask}."
+# The authors' prompt (AureleoPKU/Metis `PurePromptBuilder`, VLA_FACTS §1(a)): the human turn
+# "What action should the robot take to {lang}?" wrapped as "In: {msg}\nOut: ", with their
+# pre-training's reasoning clause inside the human turn.
+# Note: the template keeps the trailing space of "Out: ". A LLaMA (sentencepiece) tokenizer
+# encodes it as the lone "▁" (id 29871), which is what their training sequence "Out: <BOA>"
+# holds before the control token and exactly the token their `predict_latent_action` appends to
+# "Out:" when it is missing; the prompt is therefore identical at training and inference, and
+# no tokenizer-specific id is appended here (a byte-level tokenizer encodes the space as itself).
+_RELEASE_PROMPT = "In: What action should the robot take to {instruction}?{subtask}\nOut: "
+_RELEASE_SUBTASK = " Here is my previous reasoning: {subtask}."
+#: Fields of ``metis_tokenizers.vocabulary.VocabularySpec`` a config may set (the sizes come
+#: from the dynamics tokenizers).
+VOCABULARY_FIELDS = (
+    "visual_format",
+    "motion_format",
+    "begin_reasoning",
+    "begin_dynamics",
+    "end_dynamics",
+    "token_order",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class MetisConfig(ComponentConfig):
     """A METIS policy composed from registered parts (DESIGN §8).
 
-    Build the named ones with :meth:`tiny` (CPU) and :meth:`paper` (DINOv2-L + SigLIP-SO400M +
-    LLaMA-2 7B, chunk 30).
+    Build the named ones with :meth:`tiny` (CPU), :meth:`paper` (DINOv2-L + SigLIP-SO400M +
+    LLaMA-2 7B, chunk 30) and :meth:`metis_release` (the authors' released checkpoints).
 
     Args:
         backbone: Registry name of the backbone (``"prismatic"``, ``"hf_vlm"``).
@@ -39,14 +60,18 @@ class MetisConfig(ComponentConfig):
         chunk_len: ``C``, actions per chunk (30 = 1 s at 30 Hz).
         action_loss_weight: ``λ`` of ``loss = next-token loss + λ · L1(actions)``.
         norm_mode: Normalisation of proprio and actions (applied automatically, stored).
-        prompt_template: The prompt, with ``{instruction}``.
-        subtask_template: Appended to the prompt while a subtask is remembered, with ``{subtask}``.
+        prompt_template: The prompt, with ``{instruction}`` and optionally ``{subtask}`` (where
+            the filled ``subtask_template`` goes; without it, it is appended at the end).
+        subtask_template: Added to the prompt while a subtask is remembered, with ``{subtask}``.
         max_subtask_tokens: Longest reasoning segment (then ``[BOD]`` is forced).
         pad_to_multiple_of: The LM's embedding rows are padded to a multiple of this.
         image_states: Which positions the head's visual pooling reads: ``"image"`` (the image
             tokens) or ``"metis_release"`` (positions ``[0, P)``: BOS + P-1 patches, as the
             authors' decoder was trained).
         lowercase_instruction: Lower-case the instruction in the prompt (as the authors do).
+        vocabulary: Token names, order and end marker of the dynamics vocabulary (fields of
+            ``VocabularySpec`` named in :data:`VOCABULARY_FIELDS`; empty: METIS's own
+            ``<vis_i>``, ``<mot_j>``, ``[BOA]``, ``[BOD]``, ``[EOD]``).
     """
 
     backbone: str = "prismatic"
@@ -68,6 +93,7 @@ class MetisConfig(ComponentConfig):
     pad_to_multiple_of: int = 64
     image_states: Literal["image", "metis_release"] = "image"
     lowercase_instruction: bool = True
+    vocabulary: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,6 +104,13 @@ class MetisConfig(ComponentConfig):
             raise ValueError(f"action_loss_weight must be >= 0, got {self.action_loss_weight}")
         if "{instruction}" not in self.prompt_template:
             raise ValueError(f"prompt_template must contain '{{instruction}}', got {self.prompt_template!r}")  # fmt: skip
+        try:
+            self.prompt_template.format(instruction="", subtask="")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"prompt_template may hold only {{instruction}} and {{subtask}}, got {self.prompt_template!r}") from err  # fmt: skip
+        unknown = sorted(set(self.vocabulary) - set(VOCABULARY_FIELDS))
+        if unknown:
+            raise ValueError(f"vocabulary: unknown fields {unknown}; expected some of {list(VOCABULARY_FIELDS)}")  # fmt: skip
         if "{subtask}" not in self.subtask_template:
             raise ValueError(f"subtask_template must contain '{{subtask}}', got {self.subtask_template!r}")  # fmt: skip
         if not 1 <= self.max_subtask_tokens <= 1024:
@@ -137,6 +170,43 @@ class MetisConfig(ComponentConfig):
         }
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def metis_release(cls, *, tiny: bool = False, **overrides: Any) -> MetisConfig:
+        """The authors' released checkpoints (AureleoPKU/Metis; VLA_FACTS §1).
+
+        Their vocabulary (``<BOA>`` starts the dynamics, ``<BOR>`` the reasoning, ``<DYN_i>``,
+        ``<DEX_j>``, the step ends with the eos ``</s>``), their prompt
+        ``In: What action should the robot take to {instruction}?\nOut: `` with the lower-cased
+        instruction, chunk 32, their visual slice (the decoder's visual pooling reads positions
+        ``[0, P)``: ``<bos>`` + the first P-1 patches) and min/max normalisation (what their
+        server applies). Load their directories with
+        :func:`metis_core.vla.release.load_metis_release`.
+
+        Args:
+            tiny: Take the sizes (backbone, action head, dynamics tokenizers) of :meth:`tiny`
+                instead of :meth:`paper`, for tests and CPU runs of the release layout.
+            **overrides: Other fields.
+        """
+        from metis_core._optional import require
+
+        vocabulary = require(
+            "metis_tokenizers.vocabulary", install="metis-tokenizers", feature="the METIS policy"
+        )
+        spec = vocabulary.VocabularySpec.metis_release()
+        values: dict[str, Any] = {
+            "chunk_len": 32,
+            "prompt_template": _RELEASE_PROMPT,
+            "subtask_template": _RELEASE_SUBTASK,
+            "image_states": "metis_release",
+            "lowercase_instruction": True,
+            "norm_mode": NormMode.MIN_MAX.value,
+            "pad_to_multiple_of": 64,
+            # JSON-ready (token_order as a list), so that a saved config compares equal.
+            "vocabulary": json.loads(json.dumps({n: getattr(spec, n) for n in VOCABULARY_FIELDS})),
+        }
+        values.update(overrides)
+        return cls.tiny(**values) if tiny else cls.paper(**values)
 
     def with_backbone_config(self, backbone_config: dict[str, Any]) -> MetisConfig:
         """A copy holding another backbone config (e.g. after the vocabulary was resized)."""

@@ -249,7 +249,7 @@ class MetisPolicy(nn.Module):
                 # LLaMA has no pad token; Prismatic adds `<PAD>` (id 32000) the same way.
                 tokenizer.add_special_tokens({"pad_token": "<PAD>"})
             spec = vocab_module.VocabularySpec.from_tokenizers(
-                self.visual_tokenizer, self.motion_tokenizer
+                self.visual_tokenizer, self.motion_tokenizer, **config.vocabulary
             )
             vocabulary = vocab_module.DynamicsVocabulary.add_to(tokenizer, spec)
         self.vocabulary = vocabulary
@@ -350,10 +350,13 @@ class MetisPolicy(nn.Module):
         text = instruction.strip()
         if self.config.lowercase_instruction:
             text = text.lower()
-        prompt = self.config.prompt_template.format(instruction=text)
+        reasoning = ""
         if subtask is not None and subtask.strip():
-            prompt += self.config.subtask_template.format(subtask=subtask.strip())
-        return prompt
+            reasoning = self.config.subtask_template.format(subtask=subtask.strip())
+        template = self.config.prompt_template
+        if "{subtask}" in template:
+            return template.format(instruction=text, subtask=reasoning)
+        return template.format(instruction=text) + reasoning
 
     def prompt_ids(
         self, instruction: str, subtask: str | None = None, *, reason: bool | None = None
@@ -639,7 +642,7 @@ class MetisPolicy(nn.Module):
             rows = torch.nonzero(~done).flatten().tolist()
             raise RuntimeError(
                 f"generation of rows {rows} hit the limit of {limit} new tokens without finishing "
-                f"the dynamics step ({v.spec.end_dynamics}); no actions are guessed"
+                f"the dynamics step ({v.end_token}); no actions are guessed"
             )
         visual, motion, subtasks = [], [], []
         for row in range(batch):
