@@ -386,3 +386,38 @@ def test_the_cli_serves_a_saved_checkpoint(policy, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "polcy")])
     assert result.exit_code != 0
     assert "no such checkpoint directory" in result.output
+
+
+def test_metis_serve_runs_as_a_command(policy, observation, reference, tmp_path: Path) -> None:
+    """``metis serve DIR --port P`` in a subprocess, as a user starts it: it answers /health and
+    /act, then stops on SIGINT."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    policy.save_pretrained(tmp_path / "policy")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-c", "from metis_core.cli import main; main()", "serve", str(tmp_path / "policy"), "--port", str(port), "--threads", "1"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(url + "/health", timeout=1).json()["status"] == "ok":
+                    break
+            except requests.ConnectionError:
+                pass
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "metis serve did not come up"
+            time.sleep(0.2)
+        image, state = observation
+        np.testing.assert_array_equal(PolicyClient(url).act(image, INSTRUCTION, state), reference)
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert "using 1 torch thread (as asked)" in output
+    assert f"http://127.0.0.1:{port}/act" in output

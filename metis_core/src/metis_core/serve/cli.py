@@ -79,6 +79,7 @@ def serve_command(
     """Serve the policy in CHECKPOINT at POST /act (json-numpy), with /health and /metrics."""
     import torch
 
+    from metis_core.errors import MetisError
     from metis_core.serve.app import run_server
     from metis_core.serve.service import ServerConfig
     from metis_core.threads import choose_threads
@@ -89,7 +90,7 @@ def serve_command(
     click.echo(f"metis serve: using {choice.reason}")
     try:
         policy = load_checkpoint(checkpoint, preset=preset, device=device, unnorm_key=unnorm_key)
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as err:
+    except (OSError, ValueError, RuntimeError, LookupError, MetisError) as err:
         raise click.ClickException(str(err)) from None
     config = ServerConfig(host=host, port=port, embodiment=embodiment, unnorm_key=unnorm_key, legacy_errors=legacy_errors)  # fmt: skip
     click.echo(f"metis serve: {checkpoint} at http://{host}:{port}/act (GET /health, /metrics)")
