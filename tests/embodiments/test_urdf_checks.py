@@ -252,3 +252,21 @@ def test_four_finger_plugin_has_no_little_finger(four_finger_plugin: type[URDFHa
     tips = hand.forward_kinematics(hand.open_joints())
     assert tips[4].tolist() == [0.0, 0.0, 0.0]
     assert bool((tips[:4, 2] > 0.1).all())
+
+
+def test_ik_results_and_caches_are_ordinary_tensors_after_its_inference_mode_solve() -> None:
+    """The solver runs in torch.inference_mode; what it returns, and the kinematics constants it
+    caches on a first call, must still work with autograd and in-place edits."""
+    hand = EMBODIMENTS.create("sharpawave", side="right", ik_dtype="float64")
+    generator = torch.Generator().manual_seed(11)
+    target = hand.forward_kinematics(hand.sample_joints(4, generator=generator))
+    hand.kinematics._cache.clear()  # the first use of these constants is inside the solve
+    hand.kinematics._tree._cache.clear()
+    result = hand.inverse_kinematics(target)
+    assert not result.joints.is_inference()
+    assert not result.fingertip_error.is_inference()
+    joints = result.joints.detach().clone().requires_grad_(True)
+    hand.forward_kinematics(joints).square().sum().backward()  # the cached constants in autograd
+    assert joints.grad is not None
+    assert float(joints.grad.abs().sum()) > 0
+    result.joints[0, 0] = 0.0  # in-place edits of the answer are allowed

@@ -74,10 +74,21 @@ def test_a_submodule_left_in_train_mode_is_run_in_eval_mode_and_left_as_it_was(h
     reference = tokenizer.decode(codes, actions[:, 0])
     tokenizer.decoder.blocks[0].train()  # a mixed state: only this block in train mode
     before = _modes(tokenizer)
-    assert any(before) and not all(before)
+    assert any(before)
+    assert not all(before)
     assert torch.equal(tokenizer.decode(codes, actions[:, 0]), reference)
     assert torch.equal(tokenizer.encode(actions), codes)
     assert _modes(tokenizer) == before
+
+
+def test_encode_and_decode_return_ordinary_tensors(heldout) -> None:
+    tokenizer = trained()
+    codes = tokenizer.encode(heldout.actions[:4])
+    decoded = tokenizer.decode(codes, heldout.actions[:4, 0])
+    assert not codes.is_inference()
+    assert not decoded.is_inference()
+    decoded[:, 0] = 0.0  # in-place edits are allowed
+    codes[:, 0] = 1
 
 
 def test_only_update_codebook_writes_the_codebook(heldout) -> None:

@@ -183,21 +183,25 @@ class _JointTree:
 
     def _consts(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         if dtype not in self._cache:
-            # Rodrigues' constant factors: the skew matrix [k]x of each joint axis and its square
-            k = self.axes
-            skew = torch.zeros(self.num_joints, 3, 3, dtype=torch.float64)
-            skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-            skew = skew - skew.transpose(1, 2)
-            self._cache[dtype] = {
-                "sr": self.static_rotation.to(dtype),
-                "sp": self.static_position.to(dtype),
-                "axes": self.axes.to(dtype),
-                "tip_offset": self.tip_offset.to(dtype),
-                "skew": skew[:, None].to(dtype),
-                "skew2": (skew @ skew)[:, None].to(dtype),
-                "eye": torch.eye(3, dtype=dtype),
-            }
+            with torch.inference_mode(False):  # cached: never inference tensors (see IK)
+                self._cache[dtype] = self._build_consts(dtype)
         return self._cache[dtype]
+
+    def _build_consts(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        # Rodrigues' constant factors: the skew matrix [k]x of each joint axis and its square
+        k = self.axes
+        skew = torch.zeros(self.num_joints, 3, 3, dtype=torch.float64)
+        skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+        skew = skew - skew.transpose(1, 2)
+        return {
+            "sr": self.static_rotation.to(dtype),
+            "sp": self.static_position.to(dtype),
+            "axes": self.axes.to(dtype),
+            "tip_offset": self.tip_offset.to(dtype),
+            "skew": skew[:, None].to(dtype),
+            "skew2": (skew @ skew)[:, None].to(dtype),
+            "eye": torch.eye(3, dtype=dtype),
+        }
 
     def __call__(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, Q)`` URDF joint values → tips ``(B, P, 3)``, joint origins and axes ``(B, Q, 3)``.
@@ -442,28 +446,35 @@ class HandKinematics:
     def chain(self, dtype: torch.dtype) -> pk.Chain:
         """The pytorch-kinematics chain in ``dtype`` (cached)."""
         if dtype not in self._chains:
-            # Chain.to() converts in place, so each dtype gets its own chain.
-            self._chains[dtype] = pk.build_chain_from_urdf(self._urdf_text.encode()).to(dtype=dtype)
+            # Chain.to() converts in place, so each dtype gets its own chain. Cached tensors are
+            # never inference tensors, whatever mode the first caller runs in (see IK).
+            with torch.inference_mode(False):
+                chain = pk.build_chain_from_urdf(self._urdf_text.encode()).to(dtype=dtype)
+            self._chains[dtype] = chain
         return self._chains[dtype]
 
     def _constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         if dtype not in self._cache:
-            mirror = torch.tensor(MIRROR_X if self.mirror else (1.0, 1.0, 1.0), dtype=torch.float64)
-            # Left hand: mirror applied after the calibration (rows of R_calᵀ scaled).
-            to_wrist = mirror[:, None] * self.calibration_rotation.T
-            self._cache[dtype] = {
-                name: value.to(dtype)
-                for name, value in {
-                    "A": self.coupling_matrix,
-                    "b": self.coupling_bias,
-                    "to_wrist": to_wrist,
-                    "origin": self.calibration_origin,
-                    "axes": self._axes,
-                    "tip_ancestors": self._tip_ancestors,
-                    "mirror": mirror,
-                }.items()
-            }
+            with torch.inference_mode(False):  # cached: never inference tensors (see IK)
+                self._cache[dtype] = self._build_constants(dtype)
         return self._cache[dtype]
+
+    def _build_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        mirror = torch.tensor(MIRROR_X if self.mirror else (1.0, 1.0, 1.0), dtype=torch.float64)
+        # Left hand: mirror applied after the calibration (rows of R_calᵀ scaled).
+        to_wrist = mirror[:, None] * self.calibration_rotation.T
+        return {
+            name: value.to(dtype)
+            for name, value in {
+                "A": self.coupling_matrix,
+                "b": self.coupling_bias,
+                "to_wrist": to_wrist,
+                "origin": self.calibration_origin,
+                "axes": self._axes,
+                "tip_ancestors": self._tip_ancestors,
+                "mirror": mirror,
+            }.items()
+        }
 
     def expand_joints(self, joints: torch.Tensor) -> torch.Tensor:
         """Actuated joints ``(B, A)`` → all URDF joints ``(B, Q)`` through the couplings."""

@@ -258,14 +258,15 @@ class MotionRVQ(Tokenizer, nn.Module):
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
-        """Run the block in eval mode without gradients, then restore every module's mode."""
+        """Run the block in eval mode in ``torch.inference_mode`` (no autograd bookkeeping),
+        then restore every module's mode; callers clone what they return out of it."""
         # Only modules in training mode are switched (and switched back): ``eval()`` on a
         # tokenizer that is already in eval mode would walk every submodule twice per call.
         training = [module for module in self.modules() if module.training]
         for module in training:
             module.training = False
         try:
-            with torch.no_grad():
+            with torch.inference_mode():
                 yield
         finally:
             for module in training:
@@ -442,7 +443,7 @@ class MotionRVQ(Tokenizer, nn.Module):
             hand_index = self.hand_indices.repeat(batch)
             latents = self.encoder(features.flatten(0, 1), hand_index)
             _, codes, _ = self.quantizer(latents)
-        return codes.reshape(batch, -1).long()
+        return codes.reshape(batch, -1).long().clone()  # an ordinary tensor, out of inference mode
 
     def check_codes(self, codes: Any, levels: int | None = None) -> torch.Tensor:
         """Validate codes and return them as ``(B, H, L, Q')`` int64 (``Q' = levels or Q``).
@@ -541,9 +542,10 @@ class MotionRVQ(Tokenizer, nn.Module):
         )
         self._require_trained("decode")
         with self._inference():
-            return self._decode_latents(
+            decoded = self._decode_latents(
                 self.latents_from_codes(grid.flatten(0, 1)), start_state, present
             )
+        return decoded.clone()  # an ordinary tensor, out of inference mode
 
     def decode_soft(
         self,
