@@ -20,3 +20,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tests_helpers import fake_distribution  # noqa: E402
 
 __all__ = ["fake_distribution"]
+
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_json_module():
+    """Undo ``json_numpy.patch()`` (which OpenVLA-OFT-style client code in tests and docs pages
+    calls) after every test, so that it cannot change what later tests' ``json`` does."""
+    saved = (json.dumps, json.loads, json.dump, json.load)
+    yield
+    json.dumps, json.loads, json.dump, json.load = saved
