@@ -43,7 +43,7 @@ def create_app(policy: Any, config: ServerConfig | None = None) -> Any:
     """A FastAPI app serving ``policy`` (see :mod:`metis_core.serve.service` for the protocol).
 
     Args:
-        policy: A :class:`~metis_core.vla.MetisPolicy`, or anything with ``predict_action``.
+        policy: A :class:`~metis_core.vla.modeling_metis.MetisPolicy`, or anything with ``predict_action``.
         config: Server settings.
 
     Returns:

@@ -262,8 +262,8 @@ class PolicyService:
 
     Args:
         policy: Anything with ``predict_action(images, instruction, state, **options)``
-            returning a :class:`~metis_core.vla.ActionPrediction` or a ``(C, 48)`` array; a
-            :class:`~metis_core.vla.MetisPolicy` gets the optional fields (statistics key, hand,
+            returning a :class:`~metis_core.vla.modeling_metis.ActionPrediction` or a ``(C, 48)`` array; a
+            :class:`~metis_core.vla.modeling_metis.MetisPolicy` gets the optional fields (statistics key, hand,
             sessions) passed on.
         config: Server settings.
     """

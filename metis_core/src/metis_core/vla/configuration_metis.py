@@ -176,9 +176,9 @@ class MetisConfig(ComponentConfig):
         """The authors' released checkpoints (AureleoPKU/Metis; VLA_FACTS §1).
 
         Their vocabulary (``<BOA>`` starts the dynamics, ``<BOR>`` the reasoning, ``<DYN_i>``,
-        ``<DEX_j>``, the step ends with the eos ``</s>``), their prompt
-        ``In: What action should the robot take to {instruction}?\nOut: `` with the lower-cased
-        instruction, chunk 32, their visual slice (the decoder's visual pooling reads positions
+        ``<DEX_j>``, the step ends with the eos ``</s>``), their prompt (``In: What action
+        should the robot take to {instruction}?``, a newline, then ``Out:`` and a space) with
+        the lower-cased instruction, chunk 32, their visual slice (the decoder's visual pooling reads positions
         ``[0, P)``: ``<bos>`` + the first P-1 patches) and min/max normalisation (what their
         server applies). Load their directories with
         :func:`metis_core.vla.release.load_metis_release`.
