@@ -29,7 +29,7 @@ $(STAMP): $(CONSTRAINTS) $(PYPROJECTS)
 	$(PIP) install --upgrade --quiet pip
 	$(PIP) install --quiet -c $(CONSTRAINTS) "torch==2.13.0"
 	$(PIP) install --quiet -c $(CONSTRAINTS) \
-		-e "metis_core[vla,serve,test,docs,dev]" \
+		-e "metis_core[vla,train,serve,test,docs,dev]" \
 		-e "metis_tokenizers[test]" \
 		-e "metis_embodiments[test]" \
 		-e "metis_datasets[test]" \

@@ -267,3 +267,25 @@ def test_table_counts_human_and_robot_frames(tmp_path: Path) -> None:
     assert "ph2d" in result.output
     assert "60.0" in result.output
     assert "40.0" in result.output
+
+
+def test_frames_restrict_sampling_to_the_given_rows(roots: dict[str, Path]) -> None:
+    rows = {"a": np.arange(0, 40), "b": np.array([3, 5, 7, 11]), "c": None}
+    mixture = _mixture(roots, seed=2, frames=rows)
+    drawn: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+    for source, frame in map(mixture.locate, range(4000)):
+        drawn[mixture.names[source]].append(frame)
+    assert set(drawn["a"]) == set(range(40))  # every allowed row, and no other
+    assert set(drawn["b"]) == {3, 5, 7, 11}
+    counts = np.bincount(drawn["b"], minlength=12)[[3, 5, 7, 11]]
+    assert counts.max() - counts.min() <= 1  # one epoch over the rows before any repeats
+    assert set(drawn["c"]) == set(range(len(LeRobotDataset(roots["c"]))))
+    # the proportions between sources do not depend on the restriction
+    unrestricted = _mixture(roots, seed=2)
+    assert [s for s, _ in map(mixture.locate, range(4000))] == [s for s, _ in map(unrestricted.locate, range(4000))]  # fmt: skip
+    with pytest.raises(ValueError, match=r"rows in \[0, 80\)"):
+        _mixture(roots, frames={"a": [0, 80]})
+    with pytest.raises(ValueError, match="non-empty"):
+        _mixture(roots, frames={"a": []})
+    with pytest.raises(ValueError, match="frames for 1 datasets, expected 3"):
+        _mixture(roots, frames=[[0]])

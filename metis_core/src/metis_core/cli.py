@@ -171,6 +171,27 @@ def contract_command() -> None:
 
 cli.add_command(
     LazyCommand(
+        "annotate",
+        "metis_core.vla.annotate_cli:annotate_command",
+        help="Store the dynamics codes of every frame in a dataset (trained tokenizers).",
+    )
+)
+cli.add_command(
+    LazyCommand(
+        "train",
+        "metis_core.vla.training.cli:train_command",
+        help="Train the METIS policy with a recipe (pretrain, posttrain, ...; torchrun-ready).",
+    )
+)
+cli.add_command(
+    LazyCommand(
+        "lora",
+        "metis_core.vla.lora_cli:lora_command",
+        help="LoRA adapters: merge into the base policy, report the trainable parameters.",
+    )
+)
+cli.add_command(
+    LazyCommand(
         "serve",
         "metis_core.serve.cli:serve_command",
         help="Serve a saved policy at POST /act (pip install 'metis-core[serve]').",

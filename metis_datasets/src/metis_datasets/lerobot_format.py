@@ -68,6 +68,7 @@ from metis_datasets.validation import (
     bytes_digest,
     check_episode_records,
     check_frame_table,
+    check_no_pending_annotation,
     check_stats,
     check_values,
     file_digest,
@@ -237,6 +238,10 @@ class LeRobotWriter:
         shape = metis.get("image_shape")
         if (tuple(shape) if shape else None) != self.image_shape:
             raise UnsupportedDatasetError(f"{self.root} holds ego images of shape {shape}, cannot append episodes with image_shape {self.image_shape}")  # fmt: skip
+        added = sorted(set(info["features"]) - set(_features(self.image_shape, None, {})))
+        if added:
+            # e.g. dynamics codes stored by `metis annotate`: new episodes would lack them
+            raise UnsupportedDatasetError(f"{self.root} holds per-frame features added after it was written ({added}); appending episodes would leave them without values. Write the new episodes to a new dataset (and annotate it), or merge with metis-datasets merge")  # fmt: skip
         recorded_shard = metis.get("shard")
         if recorded_shard is not None and self.shard is not None and tuple(recorded_shard) != self.shard:  # fmt: skip
             raise UnsupportedDatasetError(f"{self.root} holds shard {recorded_shard[0]}/{recorded_shard[1]}, cannot continue it as shard {self.shard[0]}/{self.shard[1]}")  # fmt: skip
@@ -714,6 +719,7 @@ class LeRobotDataset:
             if self.root.is_dir() and any((self.root / d).exists() for d in ("data", "videos", "meta/episodes")):  # fmt: skip
                 raise FileNotFoundError(f"{info_path} is missing but {self.root} holds dataset files: its commit record was lost; restore meta/info.json from a backup (the writer refuses to touch such a folder)")  # fmt: skip
             raise FileNotFoundError(f"{info_path} is missing: {self.root} is not a LeRobot dataset")  # fmt: skip
+        check_no_pending_annotation(self.root, sink)
         self.info: dict = parse_info(
             read_metadata_json(info_path), info_path, error=InvalidDatasetError
         )

@@ -58,6 +58,8 @@ class MixtureDataset(IterableDataset):
         num_samples: Length of the global stream (all ranks together); None for endless.
         start_sample: Global sample counter to resume from.
         rank, world_size: Distributed position; default from ``torch.distributed`` if initialised.
+        frames: Name (or position) → the dataset rows eligible for sampling (e.g. the training
+            episodes' frames, leaving held-out episodes out); None: every frame.
 
     Raises:
         ValueError: For duplicate names, missing or non-positive weights, empty datasets.
@@ -74,6 +76,9 @@ class MixtureDataset(IterableDataset):
         start_sample: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        frames: Mapping[str, Sequence[int] | np.ndarray]
+        | Sequence[Sequence[int] | np.ndarray]
+        | None = None,
     ) -> None:
         super().__init__()
         if isinstance(datasets, Mapping):
@@ -124,6 +129,21 @@ class MixtureDataset(IterableDataset):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")  # fmt: skip
         self.rank, self.world_size = int(rank), int(world_size)
+        self.frames: list[np.ndarray | None] = [None] * len(names)
+        if frames is not None:
+            chosen = [frames.get(n) for n in names] if isinstance(frames, Mapping) else list(frames)
+            if len(chosen) != len(names):
+                raise ValueError(f"MixtureDataset: frames for {len(chosen)} datasets, expected {len(names)}")  # fmt: skip
+            for position, (name, rows) in enumerate(zip(names, chosen, strict=True)):
+                if rows is None:
+                    continue
+                rows = np.asarray(rows, dtype=np.int64)
+                size = len(self.datasets[position])
+                if rows.ndim != 1 or rows.size == 0:
+                    raise ValueError(f"MixtureDataset: frames of {name!r} must be a non-empty list of rows")  # fmt: skip
+                if rows.min() < 0 or rows.max() >= size:
+                    raise ValueError(f"MixtureDataset: frames of {name!r} must be rows in [0, {size}), got {int(rows.min())}..{int(rows.max())}")  # fmt: skip
+                self.frames[position] = rows
         self.normalizers = [self._normalizers(d) for d in self.datasets]
         self.drawn = np.zeros(len(names), dtype=np.int64)
         self._block_counts: list[np.ndarray] = []  # cumulative per-source counts before block b
@@ -192,7 +212,8 @@ class MixtureDataset(IterableDataset):
         choices, ranks = self._block_data(block)
         source = int(choices[offset])
         draw = int(self._counts_before(block)[source] + ranks[offset])
-        size = len(self.datasets[source])
+        rows = self.frames[source]
+        size = len(self.datasets[source]) if rows is None else int(rows.size)
         epoch, position = divmod(draw, size)
         key = (source, epoch)
         perm = self._perm_cache.get(key)
@@ -201,7 +222,7 @@ class MixtureDataset(IterableDataset):
                 self._perm_cache.clear()
             perm = np.random.default_rng([self.seed, 1 + source, epoch]).permutation(size)
             self._perm_cache[key] = perm
-        return source, int(perm[position])
+        return source, int(perm[position] if rows is None else rows[perm[position]])
 
     def _my_samples(self) -> Iterator[int]:
         info = get_worker_info()

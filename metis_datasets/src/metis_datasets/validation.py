@@ -44,6 +44,8 @@ from metis_core.contract import ACTION_DIM, LEFT, RIGHT, describe_index
 from metis_core.lerobot_rules import DatasetFormatError
 
 __all__ = [
+    "ANNOTATION_JOURNAL",
+    "ANNOTATION_STAGING",
     "CHECKSUMS_PATH",
     "CheckReport",
     "IncompleteDatasetError",
@@ -56,6 +58,10 @@ __all__ = [
 
 #: Per-commit checksum records, one per flushed file number.
 CHECKSUMS_PATH = "meta/metis_checksums/chunk-{chunk_index:03d}/file-{file_index:03d}.json"
+#: Staging folder of an annotation pass (``metis_datasets.annotation``) inside a dataset.
+ANNOTATION_STAGING = ".metis_annotate"
+#: Its commit journal; while it exists the data files may be half replaced.
+ANNOTATION_JOURNAL = ".metis_annotate/commit.json"
 _STAT_KEYS = ("mean", "std", "min", "max")
 
 
@@ -144,6 +150,14 @@ class Sink:
         if not self.collect:
             raise error(str(problem))
         self.problems.append(problem)
+
+
+def check_no_pending_annotation(root: Path, sink: Sink) -> None:
+    """Refuse a dataset whose annotation pass was killed while committing (journal present)."""
+    journal = Path(root) / ANNOTATION_JOURNAL
+    if journal.exists():
+        sink(journal, "an annotation pass (metis annotate) was interrupted while committing: the data files may be half replaced. Re-run the same `metis annotate DATASET ...` command to finish the commit before reading the dataset", kind="incomplete", error=IncompleteDatasetError)  # fmt: skip
+        raise StopChecking
 
 
 # -- checksums ----------------------------------------------------------------------------------

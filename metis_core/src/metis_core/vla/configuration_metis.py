@@ -69,6 +69,10 @@ class MetisConfig(ComponentConfig):
             tokens) or ``"metis_release"`` (positions ``[0, P)``: BOS + P-1 patches, as the
             authors' decoder was trained).
         lowercase_instruction: Lower-case the instruction in the prompt (as the authors do).
+        dynamics_tokens: ``False`` builds the paper's Table 5 ablation without motion-aware
+            dynamics: the sequence holds placeholder tokens where the 44 codes would be, they are
+            no next-token targets (the action L1 is the only action signal), and the action head
+            reads their hidden states; inference feeds the placeholders instead of generating.
         vocabulary: Token names, order and end marker of the dynamics vocabulary (fields of
             ``VocabularySpec`` named in :data:`VOCABULARY_FIELDS`; empty: METIS's own
             ``<vis_i>``, ``<mot_j>``, ``[BOA]``, ``[BOD]``, ``[EOD]``).
@@ -94,6 +98,7 @@ class MetisConfig(ComponentConfig):
     image_states: Literal["image", "metis_release"] = "image"
     lowercase_instruction: bool = True
     vocabulary: dict[str, Any] = field(default_factory=dict)
+    dynamics_tokens: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,7 +15,7 @@ Shape legend: ``C`` chunk length, ``D`` = 48, ``Q_v`` = 4, ``Q_m`` = 40.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "PolicyBatch",
     "TrainingSample",
     "dynamics_codes_for_episode",
+    "dynamics_codes_for_episodes",
     "motion_windows_for_episode",
     "samples_from_episode",
     "subtask_at",
@@ -296,28 +297,103 @@ def dynamics_codes_for_episode(
         duration_s: Seconds of motion per window.
         batch_size: Frames per tokenizer call.
     """
-    length = int(episode.action.shape[0])
+    (codes,) = dynamics_codes_for_episodes(
+        [episode],
+        motion_tokenizer=motion_tokenizer,
+        visual_tokenizer=visual_tokenizer,
+        feature_extractor=feature_extractor,
+        camera=camera,
+        duration_s=duration_s,
+        batch_size=batch_size,
+    )
+    return codes
+
+
+@torch.no_grad()
+def dynamics_codes_for_episodes(
+    episodes: Iterable[Episode],
+    *,
+    motion_tokenizer: Any,
+    visual_tokenizer: Any,
+    feature_extractor: Any,
+    camera: str = "ego",
+    duration_s: float = 1.0,
+    batch_size: int = 64,
+) -> list[DynamicsCodes]:
+    """:func:`dynamics_codes_for_episode` of several episodes, tokenizer calls batched across them.
+
+    The frames of consecutive episodes fill the same tokenizer batches of ``batch_size`` frames
+    (so short episodes do not each pay for a small batch). Patch features are extracted one
+    episode at a time and only the episodes with frames still waiting for a batch are held in
+    memory; ``episodes`` may be a lazy iterator (e.g. decoding videos in worker processes).
+
+    Returns:
+        One :class:`DynamicsCodes` per episode, in order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     window_len = int(motion_tokenizer.config.window_len)
-    windows, masks = motion_windows_for_episode(
-        episode, duration_s=duration_s, window_len=window_len
-    )
-    presence = masks.all(1)
-    features = feature_extractor.extract(episode.images[camera]).float()
     gap = int(visual_tokenizer.config.frame_gap)
-    later = np.minimum(np.arange(length) + gap, length - 1)
-    visual, motion = [], []
-    for start in range(0, length, batch_size):
-        rows = slice(start, min(start + batch_size, length))
-        motion.append(motion_tokenizer.encode(windows[rows], presence[rows]))
-        visual.append(
-            visual_tokenizer.encode(
-                windows[rows],
-                presence[rows],
-                features_t=features[rows],
-                features_tk=features[torch.as_tensor(later[rows])],
-            )
+    # pending: (episode number, features, windows, presence, later, first row not yet coded)
+    pending: list[list[Any]] = []
+    visual: list[list[torch.Tensor]] = []
+    motion: list[list[torch.Tensor]] = []
+    waiting = 0
+
+    def run(rows_wanted: int) -> None:
+        nonlocal waiting
+        # (episode number, its pending entry, rows of it in this batch)
+        parts: list[tuple[int, list[Any], torch.Tensor]] = []
+        taken = 0
+        while taken < rows_wanted:
+            entry = pending[0]
+            start, total = entry[5], int(entry[2].shape[0])
+            stop = min(total, start + rows_wanted - taken)
+            parts.append((entry[0], entry, torch.arange(start, stop)))
+            taken += stop - start
+            entry[5] = stop
+            if stop == total:
+                pending.pop(0)
+        w = torch.cat([entry[2][rows] for _, entry, rows in parts])
+        m = torch.cat([entry[3][rows] for _, entry, rows in parts])
+        f_t = torch.cat([entry[1][rows] for _, entry, rows in parts])
+        f_tk = torch.cat(
+            [entry[1][torch.as_tensor(entry[4][rows.numpy()])] for _, entry, rows in parts]
         )
-    return DynamicsCodes(
-        visual=torch.cat(visual).numpy().astype(np.int64),
-        motion=torch.cat(motion).numpy().astype(np.int64),
-    )
+        motion_codes = motion_tokenizer.encode(w, m)
+        visual_codes = visual_tokenizer.encode(w, m, features_t=f_t, features_tk=f_tk)
+        offset = 0
+        for number, _, rows in parts:
+            n = int(rows.shape[0])
+            motion[number].append(motion_codes[offset : offset + n])
+            visual[number].append(visual_codes[offset : offset + n])
+            offset += n
+        waiting -= taken
+
+    for number, episode in enumerate(episodes):
+        length = int(episode.action.shape[0])
+        windows, masks = motion_windows_for_episode(
+            episode, duration_s=duration_s, window_len=window_len
+        )
+        features = feature_extractor.extract(episode.images[camera]).float()
+        later = np.minimum(np.arange(length) + gap, length - 1)
+        visual.append([])
+        motion.append([])
+        if length:
+            pending.append([number, features, windows, masks.all(1), later, 0])
+            waiting += length
+        while waiting >= batch_size:
+            run(batch_size)
+    if waiting:
+        run(waiting)
+    return [
+        DynamicsCodes(visual=_codes(v, visual_tokenizer), motion=_codes(m, motion_tokenizer))
+        for v, m in zip(visual, motion, strict=True)
+    ]
+
+
+def _codes(parts: list[torch.Tensor], tokenizer: Any) -> np.ndarray:
+    if parts:
+        return torch.cat(parts).numpy().astype(np.int64)
+    width = int(getattr(tokenizer, "tokens_per_window", 0))
+    return np.zeros((0, width), dtype=np.int64)

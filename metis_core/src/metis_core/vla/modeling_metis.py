@@ -87,6 +87,10 @@ class PolicyOutput:
         action_loss: Masked L1 of the normalised action chunk.
         actions: ``(B, C, D)`` predicted normalised chunk (float32).
         code_accuracy: Fraction of code tokens predicted right (teacher forcing, argmax).
+        token_count: Target tokens the next-token loss averages over.
+        action_count: Action values the L1 averages over.
+        code_correct: Code tokens predicted right (``code_accuracy`` × code tokens).
+        code_count: Code tokens among the targets.
     """
 
     loss: torch.Tensor
@@ -94,6 +98,10 @@ class PolicyOutput:
     action_loss: torch.Tensor
     actions: torch.Tensor
     code_accuracy: float
+    token_count: int = 0
+    action_count: int = 0
+    code_correct: int = 0
+    code_count: int = 0
 
 
 @dataclass
@@ -311,6 +319,11 @@ class MetisPolicy(nn.Module):
         """The extended text tokenizer."""
         return self.vocabulary.tokenizer
 
+    @property
+    def placeholder_id(self) -> int:
+        """The input id at the dynamics positions of the no-dynamics ablation (the pad token)."""
+        return int(self.tokenizer.pad_token_id)
+
     def set_normalization(self, normalization: PolicyNormalization) -> None:
         """Use these statistics (their mode must be the config's)."""
         if normalization.mode.value != self.config.norm_mode:
@@ -377,6 +390,21 @@ class MetisPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         prompt = self.prompt_text(sample.instruction, sample.previous_subtask)
         v = self.vocabulary
+        if not self.config.dynamics_tokens:
+            # The Table 5 ablation: the same layout with placeholders instead of the codes; only
+            # the reasoning segment (and the decision to reason) is a next-token target.
+            prompt_ids = v.prompt_ids(prompt, mode="decide").tolist()
+            target = [v.begin_dynamics_id]
+            if sample.subtask is not None:
+                subtask_ids = v.tokenizer.encode(sample.subtask, add_special_tokens=False)
+                target = [v.begin_reasoning_id, *subtask_ids, v.begin_dynamics_id]
+            start = len(prompt_ids) + len(target)
+            q = v.dynamics_tokens
+            ids = torch.tensor(prompt_ids + target + [self.placeholder_id] * q, dtype=torch.long)
+            labels = torch.full_like(ids, IGNORE_INDEX)
+            labels[len(prompt_ids) : start] = ids[len(prompt_ids) : start]
+            positions = torch.arange(start, start + q) if sample.visual_codes is not None else None
+            return ids, labels, positions
         if sample.visual_codes is not None:
             seq = v.build_sequence(
                 prompt, sample.visual_codes, sample.motion_codes, subtask=sample.subtask
@@ -474,31 +502,43 @@ class MetisPolicy(nn.Module):
         labels = torch.cat([batch.labels[:, :1], ignore, batch.labels[:, 1:]], 1)
         logits = out.logits[:, :-1].float()
         targets = labels[:, 1:]
+        token_count = int((targets != IGNORE_INDEX).sum())
         token_loss = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
-        )
+            logits.reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        ) / max(token_count, 1)
         hidden = out.hidden_states
         width = hidden.shape[-1]
         positions = (batch.dynamics_positions + p).clamp_max(hidden.shape[1] - 1)
         dynamics_states = hidden.gather(1, positions[..., None].expand(-1, -1, width))
         offset = self._image_offset()
         image_states = hidden[:, offset : offset + p]
-        predicted = self.action_head(dynamics_states, batch.proprio, image_states=image_states)
+        # The action head runs in float32 even when the backbone runs under bf16 autocast.
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            predicted = self.action_head(dynamics_states.float(), batch.proprio.float(), image_states=image_states.float())  # fmt: skip
         valid = batch.action_mask & batch.has_codes[:, None, None]
         error = (predicted - batch.actions).abs() * valid
-        action_loss = error.sum() / valid.sum().clamp_min(1)
+        action_count = int(valid.sum())
+        action_loss = error.sum() / max(action_count, 1)
         loss = token_loss + self.config.action_loss_weight * action_loss
         with torch.no_grad():
             code_ids = self.vocabulary.added_ids[: self.vocabulary.spec.visual_codes + self.vocabulary.spec.motion_codes].to(targets.device)  # fmt: skip
             is_code = torch.isin(targets, code_ids)
             correct = (logits.argmax(-1) == targets) & is_code
-            accuracy = float(correct.sum()) / max(int(is_code.sum()), 1)
+            code_count = int(is_code.sum())
+            accuracy = float(correct.sum()) / max(code_count, 1)
         return PolicyOutput(
             loss=loss,
             token_loss=token_loss,
             action_loss=action_loss,
             actions=predicted,
             code_accuracy=accuracy,
+            token_count=token_count,
+            action_count=action_count,
+            code_correct=int(correct.sum()),
+            code_count=code_count,
         )
 
     # -- generation --------------------------------------------------------------------------
@@ -514,6 +554,7 @@ class MetisPolicy(nn.Module):
         top_p: float = 1.0,
         generator: Any = None,
         max_new_tokens: int | None = None,
+        until_dynamics: bool = False,
     ) -> GenerationOutput:
         """Constrained generation of one dynamics step per row.
 
@@ -526,6 +567,8 @@ class MetisPolicy(nn.Module):
             top_p: Nucleus sampling threshold.
             generator: Random generator for sampling.
             max_new_tokens: Token limit (default: what the longest grammatical step needs).
+            until_dynamics: Stop each row at its ``[BOD]`` (the reasoning part only; no codes
+                are returned: the codes and states fields are empty).
 
         Raises:
             RuntimeError: If a row does not finish its step within the token limit.
@@ -612,6 +655,8 @@ class MetisPolicy(nn.Module):
                 else:
                     since[row] += 1
             done = done | (next_ids == v.end_dynamics_id)
+            if until_dynamics:
+                done = done | (next_ids == v.begin_dynamics_id)
             if bool(done.all()):
                 break
             new_embeds = self.backbone.embed_tokens(next_ids[:, None])
@@ -644,6 +689,20 @@ class MetisPolicy(nn.Module):
                 f"generation of rows {rows} hit the limit of {limit} new tokens without finishing "
                 f"the dynamics step ({v.end_token}); no actions are guessed"
             )
+        if until_dynamics:
+            return GenerationOutput(
+                sequences=generated,
+                visual_codes=torch.empty((batch, 0), dtype=torch.long),
+                motion_codes=torch.empty((batch, 0), dtype=torch.long),
+                subtasks=[
+                    self._reasoning_text(prompts[row].tolist() + generated[row])
+                    for row in range(batch)
+                ],
+                dynamics_states=torch.empty((batch, 0, out.hidden_states.shape[-1])),
+                image_states=image_states,
+                forward_passes=passes,
+                timings=timings,
+            )
         visual, motion, subtasks = [], [], []
         for row in range(batch):
             parsed = v.parse(torch.tensor(prompts[row].tolist() + generated[row]), require_end=True)
@@ -663,6 +722,84 @@ class MetisPolicy(nn.Module):
             subtasks=subtasks,
             dynamics_states=torch.stack([torch.stack(d) for d in dynamics]),
             image_states=image_states,
+            forward_passes=passes,
+            timings=timings,
+        )
+
+    def _reasoning_text(self, ids: list[int]) -> str | None:
+        """The text between the last ``[BOA]`` and the ``[BOD]`` after it, or ``None``."""
+        v = self.vocabulary
+        if v.begin_reasoning_id not in ids:
+            return None
+        start = len(ids) - 1 - ids[::-1].index(v.begin_reasoning_id)
+        rest = ids[start + 1 :]
+        end = rest.index(v.begin_dynamics_id) if v.begin_dynamics_id in rest else len(rest)
+        return v.tokenizer.decode(rest[:end], skip_special_tokens=False).strip()
+
+    @torch.inference_mode()
+    def placeholder_step(
+        self,
+        pixel_values: torch.Tensor,
+        prompts: Sequence[torch.Tensor],
+        *,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        generator: Any = None,
+    ) -> GenerationOutput:
+        """One step of a policy without dynamics tokens (``config.dynamics_tokens = False``).
+
+        Rows whose prompt does not end with ``[BOD]`` first generate (the decision to reason
+        and the reasoning text) up to their ``[BOD]``; then every row is run once with the
+        placeholders after it, and the head reads their states. The codes fields are empty.
+        """
+        v = self.vocabulary
+        q = v.dynamics_tokens
+        batch = len(prompts)
+        sequences: list[list[int]] = [[] for _ in range(batch)]
+        subtasks: list[str | None] = [None] * batch
+        undecided = [r for r, p in enumerate(prompts) if int(p[-1]) != v.begin_dynamics_id]
+        timings: dict[str, float] = {}
+        passes = 0
+        if undecided:
+            gen = self.generate(pixel_values[undecided], [prompts[r] for r in undecided], temperature=temperature, top_p=top_p, generator=generator, until_dynamics=True)  # fmt: skip
+            passes += gen.forward_passes
+            timings.update(gen.timings)
+            for r, seq, text in zip(undecided, gen.sequences, gen.subtasks, strict=True):
+                sequences[r] = list(seq)
+                subtasks[r] = text
+        for r, p in enumerate(prompts):
+            if int(p[-1]) == v.begin_reasoning_id and subtasks[r] is None:
+                subtasks[r] = self._reasoning_text(p.tolist() + sequences[r])
+        start = time.perf_counter()
+        full = [torch.tensor(p.tolist() + sequences[r] + [self.placeholder_id] * q) for r, p in enumerate(prompts)]  # fmt: skip
+        length = max(int(f.shape[0]) for f in full)
+        device = pixel_values.device
+        ids = torch.full((batch, length), self.placeholder_id, dtype=torch.long, device=device)
+        attention = torch.zeros((batch, length), dtype=torch.long, device=device)
+        for r, f in enumerate(full):
+            ids[r, : f.shape[0]] = f.to(device)
+            attention[r, : f.shape[0]] = 1
+        images = self.backbone.embed_images(pixel_values)
+        self.vision_calls += 1
+        tokens = self.backbone.embed_tokens(ids)
+        p_len = images.shape[1]
+        embeds = torch.cat([tokens[:, :1], images.to(tokens.dtype), tokens[:, 1:]], 1)
+        mask = torch.cat([attention[:, :1], attention.new_ones(batch, p_len), attention[:, 1:]], 1)
+        out = self.backbone.run_language_model(embeds, attention_mask=mask)
+        passes += 1
+        hidden = out.hidden_states
+        ends = torch.tensor([int(f.shape[0]) for f in full], device=device)
+        positions = (ends[:, None] - q + torch.arange(q, device=device)) + p_len
+        dynamics_states = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+        offset = self._image_offset()
+        timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
+        return GenerationOutput(
+            sequences=sequences,
+            visual_codes=torch.empty((batch, 0), dtype=torch.long),
+            motion_codes=torch.empty((batch, 0), dtype=torch.long),
+            subtasks=subtasks,
+            dynamics_states=dynamics_states,
+            image_states=hidden[:, offset : offset + p_len],
             forward_passes=passes,
             timings=timings,
         )
@@ -818,14 +955,17 @@ class MetisPolicy(nn.Module):
         ]
         proprio = self.normalization.normalize(state_values, "observation.state", key=key, hand_mask=masks)  # fmt: skip
         timings["preprocess"] = time.perf_counter() - start
-        gen = self.generate(
-            pixel_values,
-            prompts,
-            use_cache=use_cache,
-            temperature=temperature,
-            top_p=top_p,
-            generator=generator,
-        )
+        if self.config.dynamics_tokens:
+            gen = self.generate(
+                pixel_values,
+                prompts,
+                use_cache=use_cache,
+                temperature=temperature,
+                top_p=top_p,
+                generator=generator,
+            )
+        else:
+            gen = self.placeholder_step(pixel_values, prompts, temperature=temperature, top_p=top_p, generator=generator)  # fmt: skip
         timings.update(gen.timings)
         start = time.perf_counter()
         normalised = self.action_head(
@@ -837,7 +977,7 @@ class MetisPolicy(nn.Module):
         timings["action_head"] = time.perf_counter() - start
         start = time.perf_counter()
         motion_window = None
-        if getattr(self.motion_tokenizer, "is_trained", False):
+        if self.config.dynamics_tokens and getattr(self.motion_tokenizer, "is_trained", False):
             start_state = torch.where(hand_value_mask(masks), state_values, torch.zeros_like(state_values)).float()  # fmt: skip
             motion_window = self.motion_tokenizer.decode(gen.motion_codes.cpu(), start=start_state).numpy()  # fmt: skip
         timings["detokenize"] = time.perf_counter() - start
@@ -893,9 +1033,20 @@ class MetisPolicy(nn.Module):
         """
         from huggingface_hub import save_torch_state_dict
 
+        target = Path(directory)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v for k, v in state.items() if not k.startswith(("motion_tokenizer.", "visual_tokenizer."))}  # fmt: skip
+        with atomic_directory(target, overwrite=overwrite) as staging:
+            self._save_parts(staging)
+            save_torch_state_dict(state, str(staging), max_shard_size=_MAX_SHARD)
+        return target
+
+    def _save_parts(self, directory: Path) -> None:
+        """Write everything of a checkpoint but the weights: ``config.json``, ``tokenizer/``,
+        ``motion_tokenizer/``, ``visual_tokenizer/``, ``normalization.json`` (also used by
+        :func:`metis_core.vla.lora.save_lora_adapter`)."""
         from metis_core import __version__
 
-        target = Path(directory)
         config = self.config.to_dict(type_name="metis")
         config["_metis"] = {
             "format": _FORMAT,
@@ -903,16 +1054,11 @@ class MetisPolicy(nn.Module):
             "contract": HAND_CONTRACT.to_dict(),
             "metis_core_version": __version__,
         }
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        state = {k: v for k, v in state.items() if not k.startswith(("motion_tokenizer.", "visual_tokenizer."))}  # fmt: skip
-        with atomic_directory(target, overwrite=overwrite) as staging:
-            write_json(staging / CONFIG_FILE, config)
-            save_torch_state_dict(state, str(staging), max_shard_size=_MAX_SHARD)
-            self.vocabulary.save_pretrained(staging / TOKENIZER_DIR)
-            self.motion_tokenizer.save_pretrained(staging / MOTION_DIR)
-            self.visual_tokenizer.save_pretrained(staging / VISUAL_DIR)
-            write_json(staging / NORMALIZATION_FILE, self.normalization.to_dict())
-        return target
+        write_json(directory / CONFIG_FILE, config)
+        self.vocabulary.save_pretrained(directory / TOKENIZER_DIR)
+        self.motion_tokenizer.save_pretrained(directory / MOTION_DIR)
+        self.visual_tokenizer.save_pretrained(directory / VISUAL_DIR)
+        write_json(directory / NORMALIZATION_FILE, self.normalization.to_dict())
 
     @classmethod
     def from_pretrained(
@@ -926,6 +1072,24 @@ class MetisPolicy(nn.Module):
             CorruptFileError: For weights that do not fit the config (every missing and
                 unexpected key is listed).
         """
+        path = Path(directory)
+        policy = cls._from_parts(path)
+        tensors = load_sharded_safetensors(path)
+        expected = {k for k in policy.state_dict() if not k.startswith(("motion_tokenizer.", "visual_tokenizer."))}  # fmt: skip
+        missing = sorted(expected - set(tensors))
+        unexpected = sorted(set(tensors) - expected)
+        if strict and (missing or unexpected):
+            raise CorruptFileError(
+                f"{path}: the weights do not fit the config: missing {missing}, unexpected {unexpected}"
+            )
+        policy.load_state_dict(tensors, strict=False)
+        policy.eval()
+        return policy
+
+    @classmethod
+    def _from_parts(cls, directory: str | os.PathLike[str]) -> MetisPolicy:
+        """The policy a checkpoint directory describes (config, tokenizers, normalisation), with
+        freshly initialised weights (also used by :func:`metis_core.vla.lora.load_lora_policy`)."""
         path = Path(directory)
         if not path.is_dir():
             raise FileNotFoundError(f"no such directory: {path} (expected a saved METIS policy)")
@@ -946,24 +1110,13 @@ class MetisPolicy(nn.Module):
         if not norm_file.is_file():
             raise FileNotFoundError(f"{path} lacks {NORMALIZATION_FILE} (the normalisation statistics)")  # fmt: skip
         normalization = PolicyNormalization.from_dict(read_json(norm_file), where=str(norm_file))
-        policy = cls(
+        return cls(
             config,
             vocabulary=vocabulary,
             motion_tokenizer=motion,
             visual_tokenizer=visual,
             normalization=normalization,
         )
-        tensors = load_sharded_safetensors(path)
-        expected = {k for k in policy.state_dict() if not k.startswith(("motion_tokenizer.", "visual_tokenizer."))}  # fmt: skip
-        missing = sorted(expected - set(tensors))
-        unexpected = sorted(set(tensors) - expected)
-        if strict and (missing or unexpected):
-            raise CorruptFileError(
-                f"{path}: the weights do not fit the config: missing {missing}, unexpected {unexpected}"
-            )
-        policy.load_state_dict(tensors, strict=False)
-        policy.eval()
-        return policy
 
 
 def load_sharded_safetensors(directory: Path) -> dict[str, torch.Tensor]:
