@@ -341,3 +341,16 @@ def test_bf16_post_training_keeps_the_head_in_fp32(tmp_path: Path) -> None:
 
     merged = MetisPolicy.from_pretrained(result.export)
     assert {p.dtype for p in merged.parameters()} == {torch.float32}
+
+
+def test_a_subtask_longer_than_generation_allows_is_refused() -> None:
+    from helpers_vla import annotated_samples, tiny_policy
+
+    policy = tiny_policy(max_subtask_tokens=8)
+    reasoning = [s for s in annotated_samples() if s.subtask is not None]
+    assert reasoning
+    with pytest.raises(ValueError, match=r"more than max_subtask_tokens = 8.*model.config.max_subtask_tokens"):  # fmt: skip
+        policy.collate(reasoning[:2])
+    longest = max(len(s.subtask.encode()) for s in reasoning)
+    assert longest <= tiny_policy().config.max_subtask_tokens  # the tiny default fits them
+    tiny_policy().collate(reasoning[:2])

@@ -155,7 +155,8 @@ class MetisConfig(ComponentConfig):
                 "codebook_dim": 32,
                 "motion": motion,
             },
-            "max_subtask_tokens": 24,
+            # byte-level text tokens: room for the synthetic source's longest subtask (41 bytes)
+            "max_subtask_tokens": 64,
         }
         values.update(overrides)
         return cls(**values)

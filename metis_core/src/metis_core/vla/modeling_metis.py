@@ -390,6 +390,14 @@ class MetisPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         prompt = self.prompt_text(sample.instruction, sample.previous_subtask)
         v = self.vocabulary
+        if sample.subtask is not None:
+            length = len(v.tokenizer.encode(sample.subtask, add_special_tokens=False))
+            if length > self.config.max_subtask_tokens:
+                raise ValueError(
+                    f"subtask {sample.subtask!r} is {length} tokens, more than max_subtask_tokens = "
+                    f"{self.config.max_subtask_tokens}: generation could never reproduce it. Raise "
+                    "max_subtask_tokens (model.config.max_subtask_tokens=N) or shorten the labels"
+                )
         if not self.config.dynamics_tokens:
             # The Table 5 ablation: the same layout with placeholders instead of the codes; only
             # the reasoning segment (and the decision to reason) is a next-token target.
