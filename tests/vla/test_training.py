@@ -138,6 +138,12 @@ def test_gradient_accumulation_matches_one_micro_batch(tmp_path: Path) -> None:
         for a, b in zip(runs[8], runs[micro], strict=True):
             for key in ("loss", "token_loss", "action_loss", "grad_norm"):
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (micro, key)
+    # dataloader workers build the same samples: the same curve, bit for bit
+    config = load_config("pretrain_tiny", small(**{"run.max_steps": 3, "run.micro_batch": 4, "run.num_workers": 2}))  # fmt: skip
+    Trainer(config, tmp_path / "workers").run()
+    for a, b in zip(runs[4], metrics(tmp_path / "workers"), strict=True):
+        for key in ("loss", "token_loss", "action_loss", "grad_norm"):
+            assert b[key] == a[key], key
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])

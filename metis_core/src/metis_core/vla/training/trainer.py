@@ -86,6 +86,23 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return lr
 
 
+class _Samples(torch.utils.data.Dataset):
+    """Global sample number → :class:`~metis_core.vla.data.TrainingSample`."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def __len__(self) -> int:  # the stream is endless; the batch sampler decides what is read
+        return 2**62
+
+    def __getitem__(self, number: int) -> Any:
+        return self.data.sample(int(number))
+
+
+def _as_list(samples: list[Any]) -> list[Any]:
+    return list(samples)
+
+
 def _memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -300,13 +317,12 @@ class Trainer:
         evaluation: dict[str, float] = {}
         window_start = time.perf_counter()
         window_samples = 0
+        loader = iter(self._loader(data, start_step, per_process))
         for step in range(start_step, cfg.run.max_steps):
             lr = learning_rate(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch_index = step % cfg.run.overfit_batches if cfg.run.overfit_batches else step
-            first = batch_index * self.global_batch + self.rank * per_process
-            samples = [data.sample(first + i) for i in range(per_process)]
+            samples = next(loader)
             batches = [policy.collate(samples[m * micro : (m + 1) * micro]).to(self.device) for m in range(accumulation)]  # fmt: skip
             counts = torch.zeros(2, dtype=torch.float64)
             for b in batches:
@@ -386,6 +402,24 @@ class Trainer:
         return result
 
     # -- pieces ------------------------------------------------------------------------------
+
+    def _loader(self, data: Any, start_step: int, per_process: int) -> Any:
+        """This process's samples of every step from ``start_step`` on, built by
+        ``run.num_workers`` dataloader workers (decoding frames ahead of the model)."""
+        from torch.utils.data import DataLoader
+
+        cfg = self.config
+
+        def numbers(step: int) -> list[int]:
+            batch_index = step % cfg.run.overfit_batches if cfg.run.overfit_batches else step
+            first = batch_index * self.global_batch + self.rank * per_process
+            return [first + i for i in range(per_process)]
+
+        steps = [numbers(step) for step in range(start_step, cfg.run.max_steps)]
+        # Note: workers are spawned, not forked: a fork of a process whose video decoder and
+        # torch threads hold locks can deadlock in the child.
+        workers = cfg.run.num_workers
+        return DataLoader(_Samples(data), batch_sampler=steps, num_workers=workers, collate_fn=_as_list, prefetch_factor=2 if workers else None, multiprocessing_context="spawn" if workers else None, persistent_workers=False)  # fmt: skip
 
     def _freeze_unused(self, policy: Any, data: Any, micro: int) -> list[str]:
         """One probe forward/backward (same samples on every process): what gets no gradient
