@@ -13,15 +13,19 @@ action head):
 * **pretrained**: pre-train on the pre-training set, then post-train on the downstream set;
 * **scratch**: post-train the same way from a new (random) policy — "no pre-training";
 * **no dynamics**: both stages with ``model.dynamics_tokens=false`` (action loss only, the head
-  reads placeholder positions) — "w/o motion-aware dynamics".
+  reads placeholder positions) — "w/o motion-aware dynamics";
+* **no dyn., scratch**: post-training a new policy without dynamics tokens (both ablations).
 
 Every run is evaluated on the same held-out downstream episodes by inference
-(``predict_action``, greedy): fingertip and wrist errors in millimetres and degrees. The table
-prints mean ± standard deviation over seeds; the JSON keeps every run.
+(``predict_action``, greedy): fingertip and wrist errors in millimetres and degrees; and with
+teacher forcing (``teacher_forced_fingertip_mm``: the head given the true codes; ``action_l1``
+in normalised units). The table prints mean ± standard deviation over seeds; the JSON keeps
+every run.
 
     python benchmarks/training_effects.py --seeds 0 1 2 --out benchmarks/results/training_effects
 
-Takes about 25 minutes on 2 busy cores with the defaults.
+Takes about 50 minutes on 2 cores shared with other jobs, with the defaults (results in
+``benchmarks/results/training_effects.json`` and ``.txt``).
 """
 
 from __future__ import annotations
@@ -39,7 +43,15 @@ import numpy as np
 # Note: benchmarks/tokenizers.py would shadow the `tokenizers` package transformers imports.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-METRICS = ("fingertip_mm", "wrist_mm", "wrist_deg", "action_l1", "code_accuracy", "subtask_accuracy")  # fmt: skip
+METRICS = (
+    "fingertip_mm",
+    "wrist_mm",
+    "wrist_deg",
+    "teacher_forced_fingertip_mm",
+    "action_l1",
+    "code_accuracy",
+    "subtask_accuracy",
+)
 
 
 def build_data(root: Path, *, pretrain_episodes: int, downstream_episodes: int, frames: int, size: int) -> dict[str, Path]:  # fmt: skip
@@ -119,6 +131,7 @@ def main() -> None:
         "pretrained": [],
         "scratch": [],
         "no dynamics": [],
+        "no dyn., scratch": [],
     }
     for seed in args.seeds:
         runs = args.out / f"seed{seed}"
@@ -129,23 +142,26 @@ def main() -> None:
         results["pretrained"].append(run("posttrain_tiny", runs / "post_pretrained", [*post, f"model.init_from={runs / 'pretrain'}"]))  # fmt: skip
         results["scratch"].append(run("posttrain_tiny", runs / "post_scratch", [*post, *tokens]))
         results["no dynamics"].append(run("posttrain_tiny", runs / "post_nodyn", [*post, f"model.init_from={runs / 'pretrain_nodyn'}", "model.dynamics_tokens=false"]))  # fmt: skip
+        results["no dyn., scratch"].append(run("posttrain_tiny", runs / "post_scratch_nodyn", [*post, *tokens, "model.dynamics_tokens=false"]))  # fmt: skip
         print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", flush=True)
-    header = f"{'variant':<12}" + "".join(f"{m:>22}" for m in METRICS)
+    widths = [max(22, len(m) + 2) for m in METRICS]
+    header = f"{'variant':<18}" + "".join(f"{m:>{w}}" for m, w in zip(METRICS, widths, strict=True))
     lines = [header, "-" * len(header)]
     summary: dict[str, dict[str, list[float]]] = {}
     for name, rows in results.items():
         cells = []
         summary[name] = {}
-        for metric in METRICS:
+        for metric, width in zip(METRICS, widths, strict=True):
             values = [r[metric] for r in rows if metric in r]
             summary[name][metric] = values
-            cells.append(
-                f"{np.mean(values):>13.3f} ± {np.std(values):<6.3f}" if values else f"{'-':>22}"
-            )
-        lines.append(f"{name:<12}" + "".join(cells))
+            cell = f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-"
+            cells.append(f"{cell:>{width}}")
+        lines.append(f"{name:<18}" + "".join(cells))
     print("\n".join(lines))
     better_pre = [a["fingertip_mm"] < b["fingertip_mm"] for a, b in zip(results["pretrained"], results["scratch"], strict=True)]  # fmt: skip
     better_dyn = [a["fingertip_mm"] < b["fingertip_mm"] for a, b in zip(results["pretrained"], results["no dynamics"], strict=True)]  # fmt: skip
+    better_pre_nodyn = [a["fingertip_mm"] < b["fingertip_mm"] for a, b in zip(results["no dynamics"], results["no dyn., scratch"], strict=True)]  # fmt: skip
+    print(f"without dynamics tokens, pre-training beats scratch in {sum(better_pre_nodyn)}/{len(better_pre_nodyn)} seeds")  # fmt: skip
     print(f"pre-training beats scratch (fingertip mm) in {sum(better_pre)}/{len(better_pre)} seeds; dynamics beat no-dynamics in {sum(better_dyn)}/{len(better_dyn)} seeds")  # fmt: skip
     report = {
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -160,6 +176,7 @@ def main() -> None:
         "summary": summary,
         "pretrained_beats_scratch": better_pre,
         "dynamics_beat_no_dynamics": better_dyn,
+        "pretrained_beats_scratch_without_dynamics": better_pre_nodyn,
     }
     (args.out / "training_effects.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out / 'training_effects.json'}")
