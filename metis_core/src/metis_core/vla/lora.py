@@ -192,8 +192,9 @@ def _module_names(root: nn.Module) -> dict[int, str]:
     return {id(m): n for n, m in root.named_modules()}
 
 
-def _output_embeddings(module: nn.Module) -> nn.Module | None:
-    getter = getattr(module, "get_output_embeddings", None)
+def _embeddings(module: nn.Module, which: str) -> nn.Module | None:
+    """``module.get_<which>_embeddings()`` (``input`` / ``output``), or ``None`` if it has none."""
+    getter = getattr(module, f"get_{which}_embeddings", None)
     if not callable(getter):
         return None
     try:
@@ -201,6 +202,10 @@ def _output_embeddings(module: nn.Module) -> nn.Module | None:
     except (AttributeError, NotImplementedError):
         return None
     return out if isinstance(out, nn.Module) else None
+
+
+def _output_embeddings(module: nn.Module) -> nn.Module | None:
+    return _embeddings(module, "output")
 
 
 def _blocks(tower: nn.Module) -> tuple[str, nn.ModuleList] | None:
@@ -314,14 +319,7 @@ def _plan(backbone: nn.Module, spec: LoraSpec) -> dict[str, dict[str, Any]]:
 
 
 def _input_embeddings(module: nn.Module) -> nn.Module | None:
-    getter = getattr(module, "get_input_embeddings", None)
-    if not callable(getter):
-        return None
-    try:
-        out = getter()
-    except (AttributeError, NotImplementedError):
-        return None
-    return out if isinstance(out, nn.Module) else None
+    return _embeddings(module, "input")
 
 
 def _unused_reason(name: str, component: _Component) -> str | None:
