@@ -187,7 +187,8 @@ class RunSection(ComponentConfig):
             the rest: ``global_batch = micro_batch × accumulation × world size``).
         seed: Seed of the initialisation and of the sample stream.
         precision: ``fp32``, or ``bf16``: the backbone runs in bfloat16 autocast (its frozen
-            weights are stored in bf16 under LoRA), the action head and the losses in fp32.
+            weights are stored in bf16 under LoRA, except under FSDP), the action head and the losses
+            in fp32.
         distributed: ``auto`` (DDP under ``torchrun`` with several processes, else none),
             ``none``, ``ddp`` or ``fsdp`` (``torch.distributed.fsdp.fully_shard``).
         threads: Torch threads per process (``None``: half the idle cores, 1 to 4).

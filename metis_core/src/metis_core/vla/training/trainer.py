@@ -164,6 +164,8 @@ class Trainer:
             dist.init_process_group(backend=backend)
         if mode == "auto":
             mode = "ddp" if self.world_size > 1 else "none"
+        if mode == "none" and self.world_size > 1:
+            raise ValueError(f"run.distributed = none, but torchrun started {self.world_size} processes: each would train alone on its share; use run.distributed=ddp or fsdp (or auto)")  # fmt: skip
         if mode in ("ddp", "fsdp") and not dist.is_initialized():
             # one process: a group of one, so DDP/FSDP code paths run unchanged
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -267,8 +269,10 @@ class Trainer:
         frozen = self._freeze_unused(policy, data, micro)
         if frozen:
             self._print(f"frozen (the forward never reaches them): {len(frozen)} tensors, e.g. {frozen[:3]}")  # fmt: skip
-        if cfg.run.precision == "bf16" and cfg.lora is not None:
-            # the frozen base in bf16 (half the memory); adapters and the action head stay fp32
+        if cfg.run.precision == "bf16" and cfg.lora is not None and self.mode != "fsdp":
+            # the frozen base in bf16 (half the memory); adapters and the action head stay fp32.
+            # (FSDP keeps one storage dtype per sharded group: there the base stays fp32 and
+            # bf16 is autocast only.)
             for param in policy.backbone.parameters():
                 if not param.requires_grad:
                     param.data = param.data.to(torch.bfloat16)
