@@ -360,3 +360,27 @@ def test_a_subtask_longer_than_generation_allows_is_refused() -> None:
     longest = max(len(s.subtask.encode()) for s in reasoning)
     assert longest <= tiny_policy().config.max_subtask_tokens  # the tiny default fits them
     tiny_policy().collate(reasoning[:2])
+
+
+def test_frame_by_frame_decoding_gives_the_cached_samples() -> None:
+    from metis_core.interfaces import Tokenizer
+    from metis_core.vla.training.config import DataSection
+    from metis_core.vla.training.data import TrainingData
+
+    motion_dir, visual_dir = tokenizers_for_training()
+    kwargs = {"seed": 0, "chunk_len": 30, "image_size": 224, "norm_mode": "q01_q99", "motion_tokenizer": Tokenizer.from_pretrained(motion_dir), "visual_tokenizer": Tokenizer.from_pretrained(visual_dir)}  # fmt: skip
+    root = str(training_datasets()["downstream"])
+    whole = TrainingData(DataSection(datasets={"d": root}), **kwargs)  # episodes decoded whole
+    single = TrainingData(
+        DataSection(datasets={"d": root}, cache_frames=8), **kwargs
+    )  # frame by frame
+    assert single._cached == 0
+    for number in range(0, 400, 7):
+        a, b = whole.sample(number), single.sample(number)
+        assert a.image.shape == (224, 224, 3)
+        assert np.array_equal(a.image, b.image)
+        assert np.array_equal(a.actions, b.actions)
+        assert np.array_equal(a.motion_codes, b.motion_codes)
+        assert (a.subtask, a.previous_subtask) == (b.subtask, b.previous_subtask)
+    assert single._cached == 0
+    assert 0 < whole._cached <= 8192

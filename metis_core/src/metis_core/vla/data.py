@@ -32,6 +32,7 @@ __all__ = [
     "dynamics_codes_for_episode",
     "dynamics_codes_for_episodes",
     "motion_windows_for_episode",
+    "sample_at",
     "samples_from_episode",
     "subtask_at",
 ]
@@ -161,32 +162,65 @@ def samples_from_episode(
     for t in frames if frames is not None else range(length):
         if not 0 <= t < length:
             raise ValueError(f"frame {t} is outside the episode's {length} frames")
-        end = min(t + chunk_len, length)
-        actions = np.zeros((chunk_len, ACTION_DIM), np.float32)
-        actions[: end - t] = episode.action[t:end]
-        actions[end - t :] = episode.action[end - 1]
-        valid = np.zeros(chunk_len, bool)
-        valid[: end - t] = True
-        mask = np.zeros((chunk_len, 2), bool)
-        mask[: end - t] = episode.hand_mask[t:end]
-        mask[end - t :] = episode.hand_mask[end - 1]
-        previous, new = subtask_at(episode, t)
-        has_codes = visual_codes is not None
-        if not has_codes and new is None:
-            continue
-        yield TrainingSample(
-            image=images[t],
-            instruction=episode.instruction,
-            state=episode.state[t],
-            actions=actions,
-            action_valid=valid,
-            hand_mask=mask,
-            visual_codes=visual_codes[t] if has_codes else None,
-            motion_codes=motion_codes[t] if has_codes else None,
-            subtask=new,
-            previous_subtask=previous,
-            dataset_key=dataset_key,
-        )
+        sample = sample_at(episode, t, image=images[t], chunk_len=chunk_len, visual_codes=visual_codes, motion_codes=motion_codes, dataset_key=dataset_key)  # fmt: skip
+        if sample is not None:
+            yield sample
+
+
+def sample_at(
+    episode: Episode,
+    t: int,
+    *,
+    image: np.ndarray,
+    chunk_len: int,
+    visual_codes: Any = None,
+    motion_codes: Any = None,
+    dataset_key: str | None = None,
+) -> TrainingSample | None:
+    """The sample of frame ``t`` given its image (the episode's own images are not read, so a
+    training loop can decode just that frame).
+
+    Args:
+        episode: The episode (its ``images`` may be empty).
+        t: Frame.
+        image: ``(H, W, 3)`` uint8 frame ``t``.
+        chunk_len: ``C``.
+        visual_codes: ``(T, Q_v)`` codes of every frame, or ``None``.
+        motion_codes: ``(T, Q_m)``, given with ``visual_codes``.
+        dataset_key: Normalisation key.
+
+    Returns:
+        The sample, or ``None`` for a frame without codes that starts no subtask.
+    """
+    length = int(episode.state.shape[0])
+    if not 0 <= t < length:
+        raise ValueError(f"frame {t} is outside the episode's {length} frames")
+    end = min(t + chunk_len, length)
+    actions = np.zeros((chunk_len, ACTION_DIM), np.float32)
+    actions[: end - t] = episode.action[t:end]
+    actions[end - t :] = episode.action[end - 1]
+    valid = np.zeros(chunk_len, bool)
+    valid[: end - t] = True
+    mask = np.zeros((chunk_len, 2), bool)
+    mask[: end - t] = episode.hand_mask[t:end]
+    mask[end - t :] = episode.hand_mask[end - 1]
+    previous, new = subtask_at(episode, t)
+    has_codes = visual_codes is not None
+    if not has_codes and new is None:
+        return None
+    return TrainingSample(
+        image=image,
+        instruction=episode.instruction,
+        state=episode.state[t],
+        actions=actions,
+        action_valid=valid,
+        hand_mask=mask,
+        visual_codes=visual_codes[t] if has_codes else None,
+        motion_codes=motion_codes[t] if has_codes else None,
+        subtask=new,
+        previous_subtask=previous,
+        dataset_key=dataset_key,
+    )
 
 
 @dataclass

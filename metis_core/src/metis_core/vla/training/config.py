@@ -60,7 +60,7 @@ RESUMABLE_FIELDS = frozenset(
         "run.tensorboard",
         "run.plot",
         "run.progress",
-        "data.cache_episodes",
+        "data.cache_frames",
     }
 )
 
@@ -105,7 +105,8 @@ class DataSection(ComponentConfig):
         reasoning: Train the subtask text where subtask labels exist.
         center_crop: Centre-crop the largest square before resizing (480×640 → 224×224).
         camera: Image key of the datasets (``ego``).
-        cache_episodes: Decoded episodes kept in memory.
+        cache_frames: Decoded (cropped, resized) frames kept in memory. Episodes up to an
+            eighth of this long are decoded whole and cached; longer ones frame by frame.
     """
 
     datasets: dict[str, str] = field(default_factory=dict)
@@ -117,7 +118,7 @@ class DataSection(ComponentConfig):
     reasoning: bool = True
     center_crop: bool = True
     camera: str = "ego"
-    cache_episodes: int = 64
+    cache_frames: int = 8192
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,8 +130,8 @@ class DataSection(ComponentConfig):
             bad = {k: v for k, v in self.weights.items() if not float(v) > 0}
             if bad:
                 raise ValueError(f"data.weights must be positive, got {bad}")
-        if self.cache_episodes < 1:
-            raise ValueError(f"data.cache_episodes must be >= 1, got {self.cache_episodes}")
+        if self.cache_frames < 8:
+            raise ValueError(f"data.cache_frames must be >= 8, got {self.cache_frames}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,7 +28,7 @@ import torch
 
 from metis_core._optional import require
 from metis_core.episode import Episode
-from metis_core.vla.data import TrainingSample, samples_from_episode
+from metis_core.vla.data import TrainingSample, sample_at
 from metis_core.vla.normalization_policy import PolicyNormalization
 from metis_core.vla.training.config import DataSection
 
@@ -126,7 +126,9 @@ class TrainingData:
             world_size=1,
         )
         self._starts = [np.array([r["from"] for r in d.episodes], dtype=np.int64) for d in self.datasets]  # fmt: skip
-        self._cache: OrderedDict[tuple[int, int], Episode] = OrderedDict()
+        self._episodes: OrderedDict[tuple[int, int], Episode] = OrderedDict()
+        self._frames: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cached = 0
         self.normalization = self._normalization(norm_mode)
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -172,25 +174,50 @@ class TrainingData:
     # -- samples -----------------------------------------------------------------------------
 
     def _episode(self, source: int, episode: int) -> Episode:
+        """The episode's vectors and annotations (no images), cached."""
         key = (source, episode)
-        cached = self._cache.get(key)
+        cached = self._episodes.get(key)
         if cached is not None:
-            self._cache.move_to_end(key)
+            self._episodes.move_to_end(key)
             return cached
-        transforms = require("metis_datasets.transforms", install="metis-datasets", feature="training the METIS policy")  # fmt: skip
-        dataset = self.datasets[source]
-        loaded = dataset.episode(episode, with_images=True)
-        camera = self.config.camera
-        if camera not in loaded.images:
-            raise ValueError(f"dataset {self.names[source]!r} episode {episode} has no {camera!r} images (has {sorted(loaded.images)})")  # fmt: skip
-        frames = torch.from_numpy(np.ascontiguousarray(loaded.images[camera]))
-        if self.config.center_crop:
-            frames = transforms.center_crop_resize(frames, self.image_size, dtype="uint8").permute(0, 2, 3, 1)  # fmt: skip
-        loaded.images = {camera: frames.contiguous().numpy()}
-        self._cache[key] = loaded
-        while len(self._cache) > self.config.cache_episodes:
-            self._cache.popitem(last=False)
+        loaded = self.datasets[source].episode(episode, with_images=False)
+        if not self.config.reasoning:
+            loaded.subtasks = []
+        self._episodes[key] = loaded
+        while len(self._episodes) > 1024:
+            self._episodes.popitem(last=False)
         return loaded
+
+    def _prepare(self, frames: np.ndarray) -> np.ndarray:
+        transforms = require("metis_datasets.transforms", install="metis-datasets", feature="training the METIS policy")  # fmt: skip
+        tensor = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.config.center_crop:
+            tensor = transforms.center_crop_resize(tensor, self.image_size, dtype="uint8").permute(0, 2, 3, 1)  # fmt: skip
+        return tensor.contiguous().numpy()
+
+    def _frame(self, source: int, episode: int, frame: int) -> np.ndarray:
+        """Frame ``frame`` of an episode, cropped and resized. Short episodes are decoded whole
+        and cached (up to ``data.cache_frames`` frames in all); long ones frame by frame."""
+        dataset = self.datasets[source]
+        record = dataset.episodes[episode]
+        key = f"observation.images.{self.config.camera}"  # LeRobot video key of the camera
+        if key not in record["videos"]:
+            raise ValueError(f"dataset {self.names[source]!r} episode {episode} has no {key!r} video (has {sorted(record['videos'])})")  # fmt: skip
+        budget = self.config.cache_frames
+        if record["length"] > budget // 8:
+            return self._prepare(dataset.frames(episode, [frame], key=key))[0]
+        cache_key = (source, episode)
+        frames = self._frames.get(cache_key)
+        if frames is None:
+            frames = self._prepare(dataset.frames(episode, np.arange(record["length"]), key=key))
+            self._frames[cache_key] = frames
+            self._cached += len(frames)
+            while self._cached > budget:
+                _, dropped = self._frames.popitem(last=False)
+                self._cached -= len(dropped)
+        else:
+            self._frames.move_to_end(cache_key)
+        return frames[frame]
 
     def sample_at(self, source: int, row: int) -> TrainingSample:
         """The sample of dataset row ``row`` of dataset ``source``."""
@@ -199,7 +226,6 @@ class TrainingData:
         frame = int(row - record["from"])
         loaded = self._episode(source, episode)
         codes = self.codes[source]
-        visual = motion = None
         if codes is not None:
             rows = codes[record["from"] : record["to"]]
             visual, motion = rows[:, :4], rows[:, 4:]
@@ -207,17 +233,8 @@ class TrainingData:
             # the ablation: no codes (collate puts placeholders at the dynamics positions)
             length = record["length"]
             visual, motion = np.zeros((length, 4), np.int64), np.zeros((length, 40), np.int64)
-        if not self.config.reasoning and loaded.subtasks:
-            loaded = Episode(**{**loaded.__dict__, "subtasks": []}) if hasattr(loaded, "__dict__") else loaded  # fmt: skip
-        (sample,) = samples_from_episode(
-            loaded,
-            chunk_len=self.chunk_len,
-            visual_codes=visual,
-            motion_codes=motion,
-            frames=[frame],
-            camera=self.config.camera,
-            dataset_key=self.names[source],
-        )
+        sample = sample_at(loaded, frame, image=self._frame(source, episode, frame), chunk_len=self.chunk_len, visual_codes=visual, motion_codes=motion, dataset_key=self.names[source])  # fmt: skip
+        assert sample is not None  # every frame has codes
         return sample
 
     def sample(self, number: int) -> TrainingSample:
