@@ -305,6 +305,20 @@ def test_convert_cli_refuses_a_folder_without_info_and_overwrite_replaces_it(tmp
     assert len(LeRobotDataset(out).episodes) == 2
 
 
+
+def test_convert_cli_options_reach_sources_with_their_own_field_names(tmp_path: Path) -> None:
+    spec = tmp_path / "synthetic.json"
+    spec.write_text('{"episodes": 2, "frames": 12, "seed": 1}')
+    runner = CliRunner()
+    result = runner.invoke(main, ["convert", "synthetic", str(spec), str(tmp_path / "out"), "--image-size", "48x64"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    dataset = LeRobotDataset(tmp_path / "out")
+    assert dataset.frames(0, [0]).shape == (1, 48, 64, 3)  # height x width, as asked
+    result = runner.invoke(main, ["convert", "synthetic", str(spec), str(tmp_path / "flat"), "--no-images"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "observation.images.ego" not in LeRobotDataset(tmp_path / "flat").features
+
+
 # -- checksums ----------------------------------------------------------------------------------
 
 

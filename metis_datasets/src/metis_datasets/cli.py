@@ -183,6 +183,21 @@ def _config_value(text: str) -> object:
         return text
 
 
+def _source_fields(source: str) -> set[str] | None:
+    """Config field names of a registered source (``None`` if it cannot be loaded here)."""
+    import dataclasses
+
+    from metis_core.registry import DATASET_SOURCES
+
+    try:
+        config_class = getattr(DATASET_SOURCES.get(source), "config_class", None)
+    except Exception:
+        return None
+    if config_class is None or not dataclasses.is_dataclass(config_class):
+        return None
+    return {f.name for f in dataclasses.fields(config_class)}
+
+
 @main.command()
 @click.argument("source")
 @click.argument("raw_dir", type=click.Path(exists=True))
@@ -210,15 +225,26 @@ def convert(source: str, raw_dir: str, out_dir: str, workers: int, target_fps: f
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {setting!r}", param_hint="--set")
         config[key.strip()] = _config_value(value)
+    # The options name the adapters' common fields; a source whose config names them otherwise
+    # (the synthetic source: height, width, render, fps) gets its own names.
+    fields = _source_fields(source)
+
+    def put(option: str, names: tuple[str, ...], value: object) -> None:
+        name = next((n for n in names if fields is None or n in fields), None)
+        if name is None:
+            raise click.BadParameter(f"source {source!r} has no field for it (its fields: {sorted(fields or [])}); use --set", param_hint=option)  # fmt: skip
+        config[name] = value
+
     if target_fps is not None:
-        config["target_fps"] = target_fps
+        put("--fps", ("target_fps", "fps"), target_fps)
     if no_images:
-        config["with_images"] = False
+        put("--no-images", ("with_images", "render"), False)
     if image_size is not None:
         height, sep, width = image_size.lower().partition("x")
         if not (sep and height.isdigit() and width.isdigit()):
             raise click.BadParameter(f"expected HxW such as 480x640, got {image_size!r}", param_hint="--image-size")  # fmt: skip
-        config["image_height"], config["image_width"] = int(height), int(width)
+        put("--image-size", ("image_height", "height"), int(height))
+        put("--image-size", ("image_width", "width"), int(width))
     shard = None
     if shard_text is not None:
         k, sep, n = shard_text.partition("/")

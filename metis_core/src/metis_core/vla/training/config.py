@@ -416,9 +416,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in data.items():
             out.update(_flatten(value, f"{prefix}{key}."))
-        if not data and prefix:
-            out[prefix[:-1]] = {}
-        return out
+        return out  # an empty mapping adds no key: {} and absent are the same
     return {prefix[:-1]: data}
 
 

@@ -15,6 +15,7 @@ def plot_curves(metrics: str | Path, output: str | Path) -> Path | None:
         import matplotlib
 
         matplotlib.use("Agg")
+        matplotlib.set_loglevel("error")  # no font-fallback chatter in the run's output
         import matplotlib.pyplot as plt
     except ImportError:
         return None

@@ -576,8 +576,8 @@ class Trainer:
         if differences:
             raise ResumeMismatchError(
                 f"{self.output_dir} holds a checkpoint ({path.name}) of another config; it "
-                "differs in:\n  " + "\n  ".join(differences) + "\nuse another output directory, "
-                "or pass --no-resume to start over there"
+                "differs in:\n  " + "\n  ".join(differences) + "\nrun it with the same config, "
+                "or give a new config another output directory (-o)"
             )
         data_now = self.data.fingerprint()
         changed = [f"{name}: {key} {record['data'].get(name, {}).get(key)!r} -> {value!r}" for name, entry in data_now.items() for key, value in entry.items() if record["data"].get(name, {}).get(key) != value and key != "root"]  # fmt: skip
