@@ -305,7 +305,6 @@ def test_convert_cli_refuses_a_folder_without_info_and_overwrite_replaces_it(tmp
     assert len(LeRobotDataset(out).episodes) == 2
 
 
-
 def test_convert_cli_options_reach_sources_with_their_own_field_names(tmp_path: Path) -> None:
     spec = tmp_path / "synthetic.json"
     spec.write_text('{"episodes": 2, "frames": 12, "seed": 1}')
