@@ -42,7 +42,7 @@ from metis_core.contract import (
     check_contract,
     hand_value_mask,
 )
-from metis_core.interfaces import ActionHead, Backbone, Tokenizer
+from metis_core.interfaces import ActionHead, Backbone, BackboneOutput, Tokenizer
 from metis_core.io import CorruptFileError, atomic_directory, read_json, write_json
 from metis_core.registry import ACTION_HEADS, BACKBONES, EMBODIMENTS, TOKENIZERS
 from metis_core.vla._hf import byte_level_tokenizer, transformers_module
@@ -492,20 +492,25 @@ class MetisPolicy(nn.Module):
 
     # -- training ----------------------------------------------------------------------------
 
+    def _run_with_images(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[BackboneOutput, int]:  # fmt: skip
+        """One language-model pass over right-padded ``<bos> text`` with the image tokens inserted
+        after ``<bos>``; returns the output and the number ``P`` of image tokens."""
+        images = self.backbone.embed_images(pixel_values)
+        self.vision_calls += 1
+        tokens = self.backbone.embed_tokens(input_ids)
+        p = images.shape[1]
+        embeds = torch.cat([tokens[:, :1], images.to(tokens.dtype), tokens[:, 1:]], 1)
+        ones = attention_mask.new_ones(attention_mask.shape[0], p)
+        mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], 1)
+        return self.backbone.run_language_model(embeds, attention_mask=mask), p
+
     def forward(self, batch: PolicyBatch) -> PolicyOutput:
         """Teacher-forced loss of a batch (see the module docstring).
 
         Returns:
             A :class:`PolicyOutput`; the action loss is 0 for a batch without codes.
         """
-        images = self.backbone.embed_images(batch.pixel_values)
-        self.vision_calls += 1
-        tokens = self.backbone.embed_tokens(batch.input_ids)
-        p = images.shape[1]
-        embeds = torch.cat([tokens[:, :1], images.to(tokens.dtype), tokens[:, 1:]], 1)
-        ones = batch.attention_mask.new_ones(batch.attention_mask.shape[0], p)
-        mask = torch.cat([batch.attention_mask[:, :1], ones, batch.attention_mask[:, 1:]], 1)
-        out = self.backbone.run_language_model(embeds, attention_mask=mask)
+        out, p = self._run_with_images(batch.pixel_values, batch.input_ids, batch.attention_mask)
         ignore = torch.full_like(batch.labels[:, :1], IGNORE_INDEX).expand(-1, p)
         labels = torch.cat([batch.labels[:, :1], ignore, batch.labels[:, 1:]], 1)
         logits = out.logits[:, :-1].float()
@@ -787,13 +792,7 @@ class MetisPolicy(nn.Module):
         for r, f in enumerate(full):
             ids[r, : f.shape[0]] = f.to(device)
             attention[r, : f.shape[0]] = 1
-        images = self.backbone.embed_images(pixel_values)
-        self.vision_calls += 1
-        tokens = self.backbone.embed_tokens(ids)
-        p_len = images.shape[1]
-        embeds = torch.cat([tokens[:, :1], images.to(tokens.dtype), tokens[:, 1:]], 1)
-        mask = torch.cat([attention[:, :1], attention.new_ones(batch, p_len), attention[:, 1:]], 1)
-        out = self.backbone.run_language_model(embeds, attention_mask=mask)
+        out, p_len = self._run_with_images(pixel_values, ids, attention)
         passes += 1
         hidden = out.hidden_states
         ends = torch.tensor([int(f.shape[0]) for f in full], device=device)

@@ -52,21 +52,20 @@ def train_command(config: str, overrides: tuple[str, ...], output: str | None, n
         raise click.ClickException(str(err)) from None
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
-    if trainer.is_main and result.resumed_from is not None and result.resumed_from >= result.steps:
+    if not trainer.is_main:
+        return
+    if result.resumed_from is not None and result.resumed_from >= result.steps:
         click.echo(f"the run in {result.output_dir} had finished (step {result.steps}): evaluated and exported again")  # fmt: skip
-        if result.evaluation:
-            click.echo("held-out: " + ", ".join(f"{k} {v:.4g}" for k, v in result.evaluation.items()))  # fmt: skip
-        click.echo(f"policy: {result.export}" + (f"; adapters: {result.adapter}" if result.adapter else ""))  # fmt: skip
-    elif trainer.is_main:
+    else:
         metrics = result.final_metrics
         click.echo(
             f"trained {result.steps} steps in {result.seconds:.0f} s"
             + (f" (resumed at step {result.resumed_from})" if result.resumed_from else "")
             + f": loss {metrics.get('loss', float('nan')):.4f} (next-token {metrics.get('token_loss', float('nan')):.4f}, action {metrics.get('action_loss', float('nan')):.4f})"
         )
-        if result.evaluation:
-            click.echo("held-out: " + ", ".join(f"{k} {v:.4g}" for k, v in result.evaluation.items()))  # fmt: skip
-        click.echo(f"policy: {result.export}" + (f"; adapters: {result.adapter}" if result.adapter else ""))  # fmt: skip
+    if result.evaluation:
+        click.echo("held-out: " + ", ".join(f"{k} {v:.4g}" for k, v in result.evaluation.items()))  # fmt: skip
+    click.echo(f"policy: {result.export}" + (f"; adapters: {result.adapter}" if result.adapter else ""))  # fmt: skip
 
 
 def main() -> None:
