@@ -10,10 +10,11 @@ PACKAGES := metis_core metis_tokenizers metis_embodiments metis_datasets metis_s
 PYPROJECTS := pyproject.toml $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 PYTEST_ARGS ?=
 
-.PHONY: help venv sim-gl demo test test-fast test-slow lint format docs bench wheels check-light clean
+.PHONY: help venv sim-gl demo quickstart test test-fast test-slow lint format docs bench wheels check-light clean
 
 help:
-	@echo "make demo        set up .venv if needed and run examples/quickstart.py"
+	@echo "make demo        set up .venv if needed and run the paper's reproduction at toy scale (examples/run_all.py, ~25 min on 2 cores)"
+	@echo "make quickstart  set up .venv if needed and run examples/quickstart.py (a minute)"
 	@echo "make test        set up .venv if needed and run the test suite (slow tests too)"
 	@echo "make test-fast   the test suite without tests marked slow"
 	@echo "make lint        ruff check + format check"
@@ -44,7 +45,10 @@ sim-gl:
 		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq libegl1 libgl1 libegl-mesa0 >/dev/null; \
 	fi
 
-demo: $(STAMP)
+demo: $(STAMP) sim-gl
+	OMP_NUM_THREADS=1 $(PY) examples/run_all.py
+
+quickstart: $(STAMP)
 	$(PY) examples/quickstart.py
 
 test: $(STAMP) sim-gl

@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -23,15 +24,20 @@ def run(path: Path) -> int:
     ]
     if not blocks:
         raise SystemExit(f"{path}: no ```python blocks to run")
-    namespace: dict[str, object] = {"__name__": "__readme__"}
+    # The blocks run as a module of their own (so that dataclasses and pickling find it), and
+    # without this harness's `from __future__ import annotations` (dont_inherit).
+    module = types.ModuleType("__readme__")
+    namespace = module.__dict__
+    sys.modules["__readme__"] = module
     with tempfile.TemporaryDirectory() as tmp:
         cwd = os.getcwd()
         os.chdir(tmp)
         try:
             for number, code in enumerate(blocks, 1):
-                exec(compile(code, f"{path}:block{number}", "exec"), namespace)
+                exec(compile(code, f"{path}:block{number}", "exec", dont_inherit=True), namespace)
         finally:
             os.chdir(cwd)
+            sys.modules.pop("__readme__", None)
     print(f"{path}: {len(blocks)} python block(s) ran")
     return len(blocks)
 

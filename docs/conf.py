@@ -39,7 +39,7 @@ nitpicky = True
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(torch|numpy|np|click|pluggy|pyarrow|PIL|matplotlib|transformers|tokenizers|av)(\..*)?",
+        r"(torch|numpy|np|click|pluggy|pyarrow|PIL|matplotlib|transformers|tokenizers|av|gymnasium|mujoco)(\..*)?",
     ),
     (
         r"py:.*",
@@ -49,6 +49,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Sequence|Mapping|Generator|ClassVar|Self|TypeVar|T|_F|EntryPoint)"),
     (r"py:.*", r"(abc|vector_quantize_pytorch|pytorch_kinematics|dex_retargeting|pluggy)\..*"),
     (r"py:.*", r".*\._.*"),  # private helpers named in signatures
+    (r"py:.*", r"metis_sim\.(experts|scene)\..*"),  # the scene builder and experts are internal
     (r"py:.*", r".*\.(ArrayT|ConfigT|ComponentT|T)"),  # type variables
     # Docstrings name classes of their own module by short name (``:class:`IKResult```); where
     # Sphinx cannot resolve one it is shown as code, which is what a reader needs.

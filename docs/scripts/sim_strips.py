@@ -1,7 +1,8 @@
 """Draw the rollout strips of the simulator docs: ``python docs/scripts/sim_strips.py [OUT_DIR]``.
 
-One PNG per task (six ego frames of the scripted expert, seed 0), one of the out-of-distribution
-variants (the first frame of each) and one of the SharpaWave scene.
+One PNG per task (six ego frames of the scripted expert, seed 0; the paper's tasks and the
+pre-training tasks), one of the out-of-distribution variants (the first frame of each), one of
+the SharpaWave scene and two of kinematic human-hand demonstrations.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from metis_sim.cli import rollout_strip
 
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for task in metis_sim.TASKS:
+    for task in metis_sim.ALL_TASKS:
         Image.fromarray(rollout_strip(task, seed=0, frames=6)).save(out / f"{task}.png")
         print(f"wrote {out / f'{task}.png'}")
     frames = []
@@ -34,6 +35,9 @@ def main(out: Path) -> None:
     Image.fromarray(np.concatenate(frames, axis=1)).save(out / "variants.png")
     Image.fromarray(rollout_strip("open_drawer", seed=0, frames=6, embodiment="sharpawave")).save(out / "sharpawave_open_drawer.png")  # fmt: skip
     print(f"wrote {out / 'variants.png'} and {out / 'sharpawave_open_drawer.png'}")
+    for task in ("pick_place", "bimanual_drawer"):
+        Image.fromarray(rollout_strip(task, seed=0, frames=6, embodiment="human_mano")).save(out / f"human_{task}.png")  # fmt: skip
+        print(f"wrote {out / f'human_{task}.png'}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,18 @@ PAGES = sorted(
     if "_build" not in p.parts and readme_blocks.BLOCK.search(p.read_text())
 )
 NEEDS_TEMPLATE = {"tutorials/embodiment_plugin.md"}
+REQUIRED = {
+    "quickstart.md",
+    "concepts/hand_contract.md",
+    "concepts/components.md",
+    "concepts/dynamics_tokens.md",
+    "concepts/reasoning.md",
+    "tutorials/rq_tokens.md",
+    "tutorials/dataset_source.md",
+    "tutorials/posttrain_lerobot.md",
+    "tutorials/evaluate_sim.md",
+    "tutorials/serve_robot.md",
+}
 
 
 def _runnable(page: Path) -> bool:
@@ -56,7 +68,8 @@ def template_site(tmp_path_factory: pytest.TempPathFactory):
 
 def test_the_docs_have_executable_examples() -> None:
     names = {p.relative_to(DOCS).as_posix() for p in PAGES if _runnable(p)}
-    assert {"concepts/hand_contract.md", "concepts/components.md"} | NEEDS_TEMPLATE <= names
+    missing = (REQUIRED | NEEDS_TEMPLATE) - names
+    assert not missing, f"pages without executable ```python blocks: {sorted(missing)}"
 
 
 @pytest.mark.parametrize(

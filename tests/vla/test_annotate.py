@@ -292,7 +292,7 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
     assert "feature_extractor is missing" in result.output
     result = runner.invoke(annotate_command, [str(_base()), "--motion", str(visual_dir), "--visual", str(visual_dir), "--threads", "1"])  # fmt: skip
     assert result.exit_code == 1
-    assert "expected 'motion_rvq'" in result.output
+    assert "expected a fixed-length motion tokenizer" in result.output
     # an unfinished conversion is refused, and nothing is written into it
     config = SyntheticConfig(episodes=1, frames=40, height=64, width=64, seed=1)
     writer = LeRobotWriter(tmp_path / "partial", fps=30, source="synthetic", embodiment="human_mano", image_shape=(64, 64))  # fmt: skip

@@ -169,7 +169,8 @@ def test_the_decoder_sees_the_same_hidden_states_in_training_and_generation(
             state=state,
             actions=np.zeros((30, 48), np.float32),
             action_valid=np.ones(30, bool),
-            hand_mask=np.ones(2, bool),
+            # the hands the state holds (a hand whose 24 values are zero is missing)
+            hand_mask=np.repeat(episode.hand_mask[frame][None], 30, 0),
             visual_codes=generated.visual_codes,
             motion_codes=generated.motion_codes,
             subtask=generated.subtask,
@@ -178,7 +179,7 @@ def test_the_decoder_sees_the_same_hidden_states_in_training_and_generation(
         )
         with torch.no_grad():
             out = policy(policy.collate([sample]))
-        teacher = policy.normalization.unnormalize(out.actions.double(), "action", key="synthetic", hand_mask=torch.ones(2, dtype=torch.bool))  # fmt: skip
+        teacher = policy.normalization.unnormalize(out.actions.double(), "action", key="synthetic", hand_mask=torch.as_tensor(episode.hand_mask[frame]))  # fmt: skip
         worst = max(worst, float((teacher[0].float().numpy() - generated.actions).__abs__().max()))
         if reason:
             assert generated.reasoned

@@ -93,6 +93,10 @@ def test_overrides_are_checked() -> None:
         load_config("pretrain_tiny", ["data.datasets.d=/x"])
     config = load_config("posttrain_tiny", [*need, "optim.lr=5e-4", "lora.r=8", "data.weights.d=2"])
     assert (config.optim.lr, config.lora["r"], config.data.weights) == (5e-4, 8, {"d": 2.0})
+    # a mapping value (JSON or YAML) keeps its numbers, 1e-06 included (YAML 1.1 reads it as text)
+    config = load_config("posttrain_tiny", [*need, 'model.config={"action_loss_weight": 1e-06}', "data.weights={d: 1e-3}"])  # fmt: skip
+    assert config.model.config == {"action_loss_weight": 1e-06}
+    assert config.data.weights == {"d": 1e-3}
 
 
 def test_episode_splits_are_disjoint_nested_and_seeded() -> None:

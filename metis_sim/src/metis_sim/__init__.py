@@ -2,8 +2,9 @@
 
 MuJoCo models generated from any registered robot hand (:mod:`metis_sim.hand_model`), the
 paper's tasks as Gymnasium environments (:mod:`metis_sim.tasks`, registry ``metis.envs``),
-scripted experts that record LeRobot v3 datasets (:mod:`metis_sim.record`) and the evaluation of
-any policy in process or over HTTP (:mod:`metis_sim.evaluate`). Command line: ``metis-sim``.
+scripted experts that record LeRobot v3 datasets (:mod:`metis_sim.record`), kinematic human-hand
+demonstrations for pre-training (:mod:`metis_sim.human`) and the evaluation of any policy in
+process or over HTTP (:mod:`metis_sim.evaluate`). Command line: ``metis-sim``.
 """
 
 import os
@@ -14,9 +15,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from metis_sim.gym_registration import GYM_IDS, make, register_envs
 
-__all__ = ["GYM_IDS", "TASKS", "make", "register_envs"]
+__all__ = ["ALL_TASKS", "GYM_IDS", "PRETRAIN_TASKS", "TASKS", "make", "register_envs"]
 
-#: The built-in tasks (registry names).
-TASKS = tuple(GYM_IDS)
+#: The paper's downstream tasks (registry names).
+TASKS = ("pick_place", "open_drawer", "close_laptop", "bimanual_drawer")
+#: Pre-training tasks: other tabletop tasks for the multi-source pre-training mixture.
+PRETRAIN_TASKS = ("lift_cube", "close_drawer")
+#: Every built-in task.
+ALL_TASKS = tuple(GYM_IDS)
 
 register_envs()

@@ -35,7 +35,7 @@ def tasks_command() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset directory (resumed if it exists).")  # fmt: skip
 @click.option("--workers", type=int, default=1, show_default=True, help="Simulation processes.")
 @click.option("--variant", type=click.Choice(VARIANTS), default="default", show_default=True)
-@click.option("--embodiment", default="inspire", show_default=True)
+@click.option("--embodiment", default="inspire", show_default=True, help="Robot hand, or human_mano for kinematic human-hand demonstrations.")  # fmt: skip
 @click.option("--seed-offset", type=int, default=0, show_default=True, help="First seed of a new dataset.")  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def record_command(task: str, episodes: int, out: Path, workers: int, variant: str, embodiment: str, seed_offset: int, no_progress: bool) -> None:  # fmt: skip
@@ -57,11 +57,12 @@ def record_command(task: str, episodes: int, out: Path, workers: int, variant: s
 @click.option("--videos", type=int, default=2, show_default=True, help="Episodes saved as MP4.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel episodes.")
 @click.option("--chunk-len", type=int, default=30, show_default=True)
-def eval_command(task: str, policy_spec: str, episodes: int, variant: str, embodiment: str, seed_offset: int, out: Path | None, videos: int, workers: int, chunk_len: int) -> None:  # fmt: skip
+@click.option("--unnorm-key", default=None, help="Statistics key of a METIS policy trained on several datasets.")  # fmt: skip
+def eval_command(task: str, policy_spec: str, episodes: int, variant: str, embodiment: str, seed_offset: int, out: Path | None, videos: int, workers: int, chunk_len: int, unnorm_key: str | None) -> None:  # fmt: skip
     """Evaluate a policy closed loop; print success and progress rates."""
     from metis_sim.evaluate import evaluate
 
-    report = evaluate(task, policy_spec, episodes=episodes, seed_offset=seed_offset, out=out, videos=videos, workers=workers, chunk_len=chunk_len, variant=variant, embodiment=embodiment)  # fmt: skip
+    report = evaluate(task, policy_spec, episodes=episodes, seed_offset=seed_offset, out=out, videos=videos, workers=workers, chunk_len=chunk_len, unnorm_key=unnorm_key, variant=variant, embodiment=embodiment)  # fmt: skip
     low, high = report.success_interval
     click.echo(f"{task} [{variant}, {embodiment}] policy {policy_spec}: success {report.success_rate:.1%} (95 % CI {low:.1%}-{high:.1%}), progress {report.progress_rate:.1%} over {len(report.episodes)} episodes")  # fmt: skip
     if out is None:
@@ -69,15 +70,18 @@ def eval_command(task: str, policy_spec: str, episodes: int, variant: str, embod
 
 
 def rollout_strip(task: str, *, seed: int = 0, frames: int = 6, variant: str = "default", embodiment: str = "inspire") -> np.ndarray:  # fmt: skip
-    """``(224, frames·224, 3)`` uint8: ego frames of the scripted expert, evenly spaced in time."""
+    """``(224, frames·224, 3)`` uint8: ego frames of the scripted expert, evenly spaced in time.
+
+    ``embodiment="human_mano"`` draws the kinematic human-hand demonstration instead.
+    """
     from metis_core.registry import ENVS
-    from metis_sim.experts import expert_for, run_expert
+    from metis_sim.record import demo_steps
 
     env = ENVS.create(task, terminate_on_success=False, variant=variant, embodiment=embodiment)
     try:
-        observation, _ = env.reset(seed=seed)
+        observation, steps = demo_steps(env, seed)
         images = [observation["image"]]
-        for result, _ in run_expert(env, expert_for(env, np.random.default_rng(seed + 1_000_000))):
+        for result, _ in steps:
             images.append(result.observation["image"])
     finally:
         env.close()

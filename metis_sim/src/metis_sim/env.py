@@ -14,6 +14,11 @@ solves the IK of a whole chunk in one batched call, which is how policies are ev
 
 A simulation warning (``mjWARN_BADQACC``, a non-finite state) or an object thrown off the table
 ends the episode as a failure (``info["diverged"]``), never as a success.
+
+With ``embodiment="human_mano"`` the scene holds kinematic human hands instead
+(:class:`metis_sim.human.KinematicHand`): :meth:`SimEnv.step_keypoints` poses them and moves the
+joints a demonstration script drives; the state is the embodiment's contract of the drawn
+keypoints.
 """
 
 from __future__ import annotations
@@ -45,7 +50,15 @@ from metis_sim.scene import (
 os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco
 
-__all__ = ["EnvConfig", "HandRig", "SimEnv", "StepResult", "home_rotation", "mirror_rotation"]
+__all__ = [
+    "HUMAN_EMBODIMENTS",
+    "EnvConfig",
+    "HandRig",
+    "SimEnv",
+    "StepResult",
+    "home_rotation",
+    "mirror_rotation",
+]
 
 _S = np.diag([1.0, -1.0, 1.0])  # world reflection y -> -y (right hand <-> left hand)
 _M = np.diag([-1.0, 1.0, 1.0])  # wrist-frame mirror of the contract
@@ -85,7 +98,9 @@ class EnvConfig(ComponentConfig):
     """Config shared by the simulated tasks.
 
     Args:
-        embodiment: Registry name of the robot hand (``"inspire"``, ``"sharpawave"``, a plugin).
+        embodiment: Registry name of the robot hand (``"inspire"``, ``"sharpawave"``, a plugin),
+            or ``"human_mano"`` for kinematic human hands drawn from keypoints (no robot hand in
+            the scene, no hand physics; see :mod:`metis_sim.human`).
         variant: ``"default"`` or an out-of-distribution variant (see :data:`metis_sim.scene.VARIANTS`).
         render: Render the ego image (off for fast physics-only tests).
         image_size: Ego image height and width.
@@ -171,10 +186,18 @@ class SimEnv(Env, gym.Env, abc.ABC):
         self.config = config or self.config_class()
         self.render_mode = "rgb_array"
         layout_rng = np.random.default_rng(self.config.layout_seed)
-        rigs_models = []
+        rigs_models: list[tuple[str, Any, Any]] = []
+        #: Kinematic human hands (embodiment ``human_mano``) instead of simulated robot hands.
+        self.kinematic_hands: dict[str, Any] = {}
+        human = _is_human(self.config.embodiment)
         for side in self.sides:
             embodiment = EMBODIMENTS.create(self.config.embodiment, side=side)
-            rigs_models.append((side, embodiment, build_hand_model(embodiment, prefix=f"{side[0]}h_", config=HandModelConfig())))  # fmt: skip
+            if human:
+                from metis_sim.human import KinematicHand
+
+                rigs_models.append((side, embodiment, KinematicHand(embodiment, prefix=f"{side[0]}h_")))  # fmt: skip
+            else:
+                rigs_models.append((side, embodiment, build_hand_model(embodiment, prefix=f"{side[0]}h_", config=HandModelConfig())))  # fmt: skip
         xml = scene_xml(
             hands=[m for _, _, m in rigs_models],
             objects=self._objects_xml(self.config.variant),
@@ -188,6 +211,10 @@ class SimEnv(Env, gym.Env, abc.ABC):
         self.data = mujoco.MjData(self.model)
         self.rigs: dict[str, HandRig] = {}
         for side, embodiment, hand in rigs_models:
+            if human:
+                hand.bind(self.model)
+                self.kinematic_hands[side] = hand
+                continue
             joint_ids = [self.model.joint(hand.prefix + n).id for n in hand.joint_names]
             urdf_ids = [self.model.joint(hand.prefix + n).id for n in hand.urdf_joint_names]
             body_id = self.model.body(hand.root_body).id
@@ -226,6 +253,10 @@ class SimEnv(Env, gym.Env, abc.ABC):
         self._diverged = ""
         self._episode_rng = np.random.default_rng(0)
         self._instruction = ""
+        #: Geoms the demonstration script holds or pushes (they count as touching a kinematic hand).
+        self._script_contacts: set[int] = set()
+        self._driven: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self._human_contract: np.ndarray | None = None
 
     # -- task hooks ---------------------------------------------------------------------------
 
@@ -274,7 +305,12 @@ class SimEnv(Env, gym.Env, abc.ABC):
     @property
     def hand_mask(self) -> np.ndarray:
         """``(2,)`` presence of (left, right)."""
-        return np.array([s in self.rigs for s in ("left", "right")])
+        return np.array([s in self.rigs or s in self.kinematic_hands for s in ("left", "right")])
+
+    @property
+    def is_human(self) -> bool:
+        """Whether the hands are kinematic human hands (``embodiment="human_mano"``)."""
+        return bool(self.kinematic_hands)
 
     @property
     def camera_intrinsics(self) -> np.ndarray:
@@ -294,6 +330,12 @@ class SimEnv(Env, gym.Env, abc.ABC):
             position, rotation = self.home_pose(rig.side)
             joints = self.home_joints(rig.side)
             self._place_hand(rig, position, rotation, joints)
+        self._script_contacts, self._driven = set(), []
+        for side, hand in self.kinematic_hands.items():
+            # a separate stream: the task's randomisation stays that of the robot scenes
+            hand.set_skin(self.model, np.random.default_rng([0 if seed is None else seed, 1729]))
+            position, rotation = self.home_pose(side)
+            self.place_keypoints({side: hand.open_keypoints(position, rotation)})
         self._randomize(rng)
         self._instruction = self._make_instruction(rng)
         mujoco.mj_forward(self.model, self.data)
@@ -312,11 +354,13 @@ class SimEnv(Env, gym.Env, abc.ABC):
         result = self.step_chunk(np.asarray(action, dtype=np.float32)[None])[-1]
         return result.observation, result.reward, result.terminated, result.truncated, result.info
 
-    def step_chunk(self, actions: Any) -> list[StepResult]:
+    def step_chunk(self, actions: Any, *, render_every_step: bool = True) -> list[StepResult]:
         """Execute a ``(C, 48)`` chunk of contract actions at the control rate.
 
         The IK of the whole chunk is solved in one batched call per hand, warm-started from the
-        last solution. Stops early when the episode ends.
+        last solution. Stops early when the episode ends. ``render_every_step=False`` renders
+        only the last step's image (what a policy sees next; about half the time of a chunk
+        goes to rendering); the other steps' observations then hold ``"image": None``.
 
         Returns:
             One :class:`StepResult` per executed step.
@@ -324,6 +368,8 @@ class SimEnv(Env, gym.Env, abc.ABC):
         Raises:
             ValueError: For a chunk that is not ``(C, 48)`` finite floats.
         """
+        if self.is_human:
+            raise ValueError(f"{self.name}: the {self.config.embodiment} hands are kinematic: drive them with step_keypoints() (metis_sim.human.HumanDemo), not with contract actions")  # fmt: skip
         actions = np.asarray(actions, dtype=np.float64)
         if actions.ndim != 2 or actions.shape[1] != 48 or actions.shape[0] < 1:
             raise ValueError(f"{self.name}: expected a (C, 48) chunk of contract actions, got shape {actions.shape}")  # fmt: skip
@@ -337,8 +383,11 @@ class SimEnv(Env, gym.Env, abc.ABC):
                 position = self.camera_rotation @ actions[t, layout.wrist_position] + self.camera_position  # fmt: skip
                 rotation = self.camera_rotation @ rot6d_to_matrix(actions[t, layout.wrist_rot6d])
                 self._command(rig, position, rotation, joints[side][t])
-            results.append(self._advance(actions[t]))
+            last = t == actions.shape[0] - 1
+            results.append(self._advance(actions[t], render=render_every_step or last))
             if results[-1].terminated or results[-1].truncated:
+                if results[-1].observation["image"] is None:
+                    results[-1].observation["image"] = self.render() if self.config.render else np.zeros((self.config.image_size,) * 2 + (3,), np.uint8)  # fmt: skip
                 break
         return results
 
@@ -355,12 +404,72 @@ class SimEnv(Env, gym.Env, abc.ABC):
             The step; ``info["action"]`` is the equivalent ``(48,)`` contract action (wrist
             targets in the ego frame, fingertips of the joint targets by the embodiment's FK).
         """
+        if self.is_human:
+            raise ValueError(f"{self.name}: the {self.config.embodiment} hands are kinematic: drive them with step_keypoints(), not with joint targets")  # fmt: skip
         action = np.zeros(48)
         for side, rig in self.rigs.items():
             if side in targets:
                 position, rotation, joints = targets[side]
                 self._command(rig, np.asarray(position, float), np.asarray(rotation, float), np.asarray(joints, float))  # fmt: skip
             action[:] += self._contract_action_of_targets(rig)
+        return self._advance(action)
+
+    def place_keypoints(self, keypoints: dict[str, np.ndarray], *, contract: np.ndarray | None = None) -> None:  # fmt: skip
+        """Put kinematic hands at ``(21, 3)`` world keypoints (no simulation step).
+
+        Args:
+            keypoints: side → ``(21, 3)`` world keypoints.
+            contract: The ``(48,)`` contract vector of these keypoints if already computed
+                (:meth:`metis_sim.human.KinematicHand.contract` of every hand, batched by a
+                demonstration); computed on demand otherwise.
+
+        Raises:
+            ValueError: Without kinematic hands, for an absent side or keypoints of another shape.
+        """
+        if not self.is_human:
+            raise ValueError(f"{self.name}: place_keypoints needs kinematic human hands (embodiment 'human_mano'), not {self.config.embodiment!r}")  # fmt: skip
+        for side, points in keypoints.items():
+            if side not in self.kinematic_hands:
+                raise ValueError(f"{self.name}: no {side!r} hand in this scene; hands: {sorted(self.kinematic_hands)}")  # fmt: skip
+            self.kinematic_hands[side].place(self.data, np.asarray(points, dtype=np.float64))
+        if contract is not None and np.shape(contract) != (48,):
+            raise ValueError(f"{self.name}: contract must have shape (48,), got {np.shape(contract)}")  # fmt: skip
+        self._human_contract = None if contract is None else np.asarray(contract, dtype=np.float32)
+        mujoco.mj_kinematics(self.model, self.data)
+
+    def step_keypoints(
+        self,
+        keypoints: dict[str, np.ndarray],
+        *,
+        driven: dict[str, np.ndarray] | None = None,
+        held: set[int] | None = None,
+        contract: np.ndarray | None = None,
+    ) -> StepResult:
+        """One control step of the kinematic human hands (demonstration scripts).
+
+        Args:
+            keypoints: side → ``(21, 3)`` world keypoints the hand is at after the step.
+            driven: Joint name → its ``qpos`` at the end of the step (a free joint's 7 values,
+                a slide's or hinge's 1): the script moves these joints, interpolated over the
+                physics substeps with the matching velocity (so what rests on them moves along).
+            held: Geoms the script holds or pushes: they count as touching the hand for the
+                task's contact detectors.
+            contract: The keypoints' ``(48,)`` contract vector, if already computed.
+
+        Returns:
+            The step; ``info["action"]`` is the contract vector of the new keypoints (the
+            embodiment's :meth:`contract_pose`), which is the next observation's state.
+        """
+        self.place_keypoints(keypoints, contract=contract)
+        action = self.contract_state()
+        self._script_contacts = set(held or ())
+        self._driven = []
+        for name, target in (driven or {}).items():
+            joint = self.model.joint(name).id
+            adr = int(self.model.jnt_qposadr[joint])
+            size = 7 if self.model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE else 1
+            target = np.asarray(target, dtype=np.float64).reshape(size)
+            self._driven.append((joint, self.data.qpos[adr : adr + size].copy(), target))
         return self._advance(action)
 
     def render(self) -> np.ndarray:
@@ -388,25 +497,42 @@ class SimEnv(Env, gym.Env, abc.ABC):
         return np.array([0.30, y, TABLE_TOP + 0.23]), home_rotation(side)
 
     def home_joints(self, side: str) -> np.ndarray:
-        """Open hand, clamped into the limits."""
+        """Open hand, clamped into the limits (kinematic hands: open keypoints in the wrist frame)."""
+        if self.is_human:
+            return self.kinematic_hands[side].open_keypoints(np.zeros(3), np.eye(3)).reshape(-1)
         limits = self.rigs[side].hand.joint_limits
         return np.clip(np.zeros(len(limits)), limits[:, 0], limits[:, 1])
 
     def wrist_pose(self, side: str) -> tuple[np.ndarray, np.ndarray]:
         """Measured world pose of a wrist."""
+        if self.is_human:
+            return self.kinematic_hands[side].wrist_pose()
         rig = self.rigs[side]
         return self.data.xpos[rig.body_id].copy(), self.data.xmat[rig.body_id].reshape(3, 3).copy()
 
     def fingertips_world(self, side: str) -> np.ndarray:
         """``(5, 3)`` measured fingertip positions in the world."""
+        if self.is_human:
+            hand = self.kinematic_hands[side]
+            return hand.keypoints[list(hand.embodiment.fingertip_keypoints)].copy()
         return self.data.site_xpos[self.rigs[side].site_ids].copy()
 
     def joints(self, side: str) -> np.ndarray:
-        """Measured actuated joint values."""
+        """Measured actuated joint values (kinematic hands: the ``(63,)`` world keypoints)."""
+        if self.is_human:
+            return self.kinematic_hands[side].keypoints.reshape(-1).copy()
         return self.data.qpos[self.rigs[side].qpos_adr].copy()
 
     def contacts_between(self, geoms_a: set[int], geoms_b: set[int]) -> bool:
-        """Whether any active contact touches a geom of each set."""
+        """Whether any active contact touches a geom of each set.
+
+        Kinematic hands do not collide: a geom the demonstration script holds or pushes counts
+        as touching every hand geom.
+        """
+        if self._script_contacts and self.is_human:
+            hands = self.hand_geoms()
+            if (geoms_a & self._script_contacts and geoms_b & hands) or (geoms_b & self._script_contacts and geoms_a & hands):  # fmt: skip
+                return True
         for i in range(self.data.ncon):
             contact = self.data.contact[i]
             g1, g2 = int(contact.geom1), int(contact.geom2)
@@ -416,7 +542,8 @@ class SimEnv(Env, gym.Env, abc.ABC):
 
     def hand_geoms(self, side: str | None = None) -> set[int]:
         """Geom ids of one hand (or of every hand)."""
-        prefixes = tuple(self.rigs[s].hand.prefix for s in ([side] if side else self.rigs))
+        hands = self.kinematic_hands or self.rigs
+        prefixes = tuple((self.kinematic_hands[s].prefix if self.kinematic_hands else self.rigs[s].hand.prefix) for s in ([side] if side else hands))  # fmt: skip
         return {g for g in range(self.model.ngeom) if (self.model.geom(g).name or "").startswith(prefixes)}  # fmt: skip
 
     def body_geoms(self, body: str) -> set[int]:
@@ -488,7 +615,18 @@ class SimEnv(Env, gym.Env, abc.ABC):
         return out
 
     def contract_state(self) -> np.ndarray:
-        """``(48,)`` float32 measured hand state in the contract (absent hands are zeros)."""
+        """``(48,)`` float32 measured hand state in the contract (absent hands are zeros).
+
+        Kinematic human hands: the embodiment's :meth:`contract_pose` of the drawn keypoints
+        expressed in the ego camera frame.
+        """
+        if self.is_human:
+            if self._human_contract is None:
+                out = np.zeros(48)
+                for hand in self.kinematic_hands.values():
+                    out += hand.contract(self.camera_rotation, self.camera_position)
+                self._human_contract = out.astype(np.float32)
+            return self._human_contract.copy()
         out = np.zeros(48)
         for side, _rig in self.rigs.items():
             layout = HAND_LAYOUTS[side]
@@ -514,9 +652,32 @@ class SimEnv(Env, gym.Env, abc.ABC):
                 f"velocity {np.abs(self.data.qvel).max():.0f} beyond 200 (an object was thrown)"
             )
 
-    def _advance(self, action: np.ndarray) -> StepResult:
-        for _ in range(self.config.substeps):
-            mujoco.mj_step(self.model, self.data)
+    def _drive(self, fraction: float) -> None:
+        """Set the script-driven joints ``fraction`` of the way to their targets (kinematic hands)."""
+        rate = self.config.control_hz
+        for joint, start, target in self._driven:
+            adr, dof = int(self.model.jnt_qposadr[joint]), int(self.model.jnt_dofadr[joint])
+            if start.size == 7:
+                quat_target = target[3:] if np.dot(start[3:], target[3:]) >= 0 else -target[3:]
+                quat = start[3:] + fraction * (quat_target - start[3:])
+                self.data.qpos[adr : adr + 3] = start[:3] + fraction * (target[:3] - start[:3])
+                self.data.qpos[adr + 3 : adr + 7] = quat / np.linalg.norm(quat)
+                self.data.qvel[dof : dof + 3] = (target[:3] - start[:3]) * rate
+                self.data.qvel[dof + 3 : dof + 6] = 0.0
+            else:
+                self.data.qpos[adr] = start[0] + fraction * (target[0] - start[0])
+                self.data.qvel[dof] = (target[0] - start[0]) * rate
+
+    def _advance(self, action: np.ndarray, render: bool = True) -> StepResult:
+        if self._driven:
+            for k in range(self.config.substeps):
+                self._drive(k / self.config.substeps)
+                mujoco.mj_step(self.model, self.data)
+            self._drive(1.0)
+            mujoco.mj_forward(self.model, self.data)
+        else:
+            for _ in range(self.config.substeps):
+                mujoco.mj_step(self.model, self.data)
         self._steps += 1
         if self.config.variant == "lighting":
             # Note: flicker at 1.3 Hz plus noise, an unseen lighting condition for Table 3.
@@ -533,9 +694,11 @@ class SimEnv(Env, gym.Env, abc.ABC):
         truncated = not terminated and self._steps >= self.max_steps
         info = self._info()
         info["action"] = np.asarray(action, dtype=np.float32)
-        return StepResult(self._observation(), float(self._success and not self._diverged), terminated, truncated, info)  # fmt: skip
+        return StepResult(self._observation(render), float(self._success and not self._diverged), terminated, truncated, info)  # fmt: skip
 
-    def _observation(self) -> dict:
+    def _observation(self, render: bool = True) -> dict:
+        if not render:
+            return {"image": None, "state": self.contract_state(), "hand_mask": self.hand_mask}
         image = self.render() if self.config.render else np.zeros((self.config.image_size,) * 2 + (3,), np.uint8)  # fmt: skip
         return {"image": image, "state": self.contract_state(), "hand_mask": self.hand_mask}
 
@@ -552,3 +715,19 @@ class SimEnv(Env, gym.Env, abc.ABC):
 
 
 TABLE_TOP = 0.75
+
+#: Embodiments simulated as kinematic hands (drawn from keypoints, no hand physics).
+HUMAN_EMBODIMENTS = ("human_mano",)
+
+
+def _is_human(embodiment: str) -> bool:
+    """Whether ``embodiment`` is a kinematic human hand in the simulator.
+
+    Raises:
+        ValueError: For a keypoint human hand the simulator cannot draw (only ``human_mano``).
+    """
+    if embodiment in HUMAN_EMBODIMENTS:
+        return True
+    if embodiment.startswith("human"):
+        raise ValueError(f"the simulator draws kinematic human hands for {list(HUMAN_EMBODIMENTS)}, not {embodiment!r}; robot hands: any URDF hand in the registry (e.g. 'inspire', 'sharpawave')")  # fmt: skip
+    return False

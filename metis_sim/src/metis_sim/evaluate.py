@@ -130,7 +130,7 @@ def run_episode(
         chunk = as_chunk(policy.predict_action(observation["image"], env.instruction, observation["state"]))  # fmt: skip
         policy_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        results = env.step_chunk(chunk)
+        results = env.step_chunk(chunk, render_every_step=video_path is not None)
         step_seconds += time.perf_counter() - started
         for result in results:
             if video_path is not None:
@@ -150,7 +150,7 @@ def run_episode(
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(task: str, config: dict, policy_spec: str, chunk_len: int) -> None:
+def _init_worker(task: str, config: dict, policy_spec: str, chunk_len: int, unnorm_key: str | None = None) -> None:  # fmt: skip
     os.environ.setdefault("LP_NUM_THREADS", "1")
     import torch
 
@@ -159,7 +159,7 @@ def _init_worker(task: str, config: dict, policy_spec: str, chunk_len: int) -> N
 
     torch.set_num_threads(1)
     _WORKER["env"] = ENVS.create(task, **config)
-    _WORKER["policy"] = load_policy(policy_spec, chunk_len=chunk_len, embodiment=config.get("embodiment", "inspire"))  # fmt: skip
+    _WORKER["policy"] = load_policy(policy_spec, chunk_len=chunk_len, embodiment=config.get("embodiment", "inspire"), unnorm_key=unnorm_key)  # fmt: skip
 
 
 def _work(args: tuple[int, str | None]) -> EpisodeResult:
@@ -179,6 +179,7 @@ def evaluate(
     workers: int = 1,
     chunk_len: int = 30,
     policy_name: str | None = None,
+    unnorm_key: str | None = None,
     **config: Any,
 ) -> EvalReport:
     """Evaluate a policy on ``episodes`` seeds of ``task``.
@@ -196,6 +197,7 @@ def evaluate(
         workers: Parallel episodes (processes); needs ``policy`` as a string.
         chunk_len: Chunk length asked of string-built policies.
         policy_name: Name in the report (default: the string or the class name).
+        unnorm_key: Statistics key of a saved METIS policy trained on several datasets.
         **config: Task config fields (``variant``, ``embodiment``, ...).
 
     Returns:
@@ -210,7 +212,7 @@ def evaluate(
     spec = policy if isinstance(policy, str) else None
     if workers > 1 and spec is None:
         raise ValueError("parallel evaluation (workers > 1) needs the policy as a --policy string")
-    policy_object = load_policy(spec, chunk_len=chunk_len, embodiment=config.get("embodiment", "inspire")) if spec else policy  # fmt: skip
+    policy_object = load_policy(spec, chunk_len=chunk_len, embodiment=config.get("embodiment", "inspire"), unnorm_key=unnorm_key) if spec else policy  # fmt: skip
     if seeds is None:
         recorded = getattr(policy_object, "seeds", None)
         seeds = list(recorded[:episodes]) if recorded else list(range(seed_offset, seed_offset + episodes))  # fmt: skip
@@ -224,7 +226,7 @@ def evaluate(
     env_config = {"terminate_on_success": True, **config}
     if workers > 1:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, initializer=_init_worker, initargs=(task, env_config, spec, chunk_len)) as pool:  # fmt: skip
+        with context.Pool(workers, initializer=_init_worker, initargs=(task, env_config, spec, chunk_len, unnorm_key)) as pool:  # fmt: skip
             results = pool.map(_work, list(zip(seeds, video_paths, strict=True)), chunksize=1)
     else:
         env = ENVS.create(task, **env_config)

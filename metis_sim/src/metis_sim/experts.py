@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,7 +23,18 @@ import torch
 from metis_core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from metis_sim.env import TABLE_TOP, SimEnv, home_rotation, mirror_rotation
 
-__all__ = ["EXPERTS", "Expert", "ExpertConfig", "Keyframe", "Script", "expert_for", "run_expert"]
+__all__ = [
+    "EXPERTS",
+    "CloseDrawerExpert",
+    "Expert",
+    "ExpertConfig",
+    "Keyframe",
+    "LiftCubeExpert",
+    "PinchGrasp",
+    "Script",
+    "expert_for",
+    "run_expert",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class Script:
     """Keyframes of one hand, interpolated in time."""
 
     keyframes: list[Keyframe] = field(default_factory=list)
+    _relative: dict = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, duration: float, position, rotation, joints, label: str) -> Script:  # type: ignore[no-untyped-def]
         start = self.keyframes[-1].time if self.keyframes else 0.0
@@ -65,7 +78,10 @@ class Script:
             if time <= after.time:
                 u = (time - before.time) / max(after.time - before.time, 1e-9)
                 u = 0.5 - 0.5 * np.cos(np.pi * u)  # ease in and out
-                relative = matrix_to_axis_angle(before.rotation.T @ after.rotation)
+                key = id(before), id(after)
+                if key not in self._relative:
+                    self._relative[key] = matrix_to_axis_angle(before.rotation.T @ after.rotation)
+                relative = self._relative[key]
                 rotation = before.rotation @ axis_angle_to_matrix(relative * u)
                 return (
                     before.position + u * (after.position - before.position),
@@ -177,23 +193,39 @@ def pinch_rotation(side: str, yaw: float, tilt: float) -> np.ndarray:
     return right if side == "right" else mirror_rotation(right)
 
 
+class PinchGrasp(NamedTuple):
+    """A planned pinch: wrist rotation, grasp centre (wrist frame), wrist position, postures."""
+
+    rotation: np.ndarray
+    centre: np.ndarray
+    wrist: np.ndarray
+    open_joints: np.ndarray
+    squeeze_joints: np.ndarray
+
+
 class PickPlaceExpert(Expert):
     """Pinch the object from above-behind, lift, carry over the plate, lower, release, retreat."""
 
     embodiments = ("inspire",)
 
-    def plan(self) -> dict[str, Script]:
+    def pinch(self) -> PinchGrasp:
+        """Plan the pinch of the object from its estimated pose (draws the estimation noise)."""
         env = self.env
         position, rotation = env.object_pose()  # type: ignore[attr-defined]
         position = self.noisy(position)
         yaw = float(np.arctan2(rotation[1, 0], rotation[0, 0]))
         yaw = (yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4 + self.rng.uniform(-1, 1) * self.config.yaw_noise_rad  # fmt: skip
-        plate = self.noisy(env.plate_position())  # type: ignore[attr-defined]
         open_j, closed_j, squeeze_j = _inspire(1.3, 0.0, 0.15), _inspire(1.3, 0.10, 0.55), _inspire(1.3, 0.30, 0.85)  # fmt: skip
         rot = pinch_rotation("right", yaw, self.config.tilt_rad)
         centre = _grasp_geometry(env, "right", open_j, closed_j)
         grasp = position - rot @ centre
         grasp[2] = max(grasp[2], TABLE_TOP + 0.005)
+        return PinchGrasp(rot, centre, grasp, open_j, squeeze_j)
+
+    def plan(self) -> dict[str, Script]:
+        env = self.env
+        rot, centre, grasp, open_j, squeeze_j = self.pinch()
+        plate = self.noisy(env.plate_position())  # type: ignore[attr-defined]
         above = grasp + np.array([0, 0, 0.10])
         lift = grasp + np.array([0, 0, 0.12])
         carry = np.array([plate[0], plate[1], 0]) - (rot @ centre) * np.array([1, 1, 0]) + np.array([0, 0, lift[2]])  # fmt: skip
@@ -384,6 +416,54 @@ class BimanualDrawerExpert(Expert):
         return "close the drawer"
 
 
+class LiftCubeExpert(PickPlaceExpert):
+    """Pinch the object like :class:`PickPlaceExpert`, lift it 12 cm, hold it, put it back down."""
+
+    def plan(self) -> dict[str, Script]:
+        env = self.env
+        rot, _centre, grasp, open_j, squeeze_j = self.pinch()
+        lift = grasp + np.array([0, 0, 0.12])
+        down = grasp + np.array([0, 0, 0.01])
+        home_p, home_r = env.home_pose("right")
+        s = Script()
+        s.add(0.0, home_p, home_r, env.home_joints("right"), "reach the object")
+        s.add(1.4, grasp + np.array([0, 0, 0.10]), rot, open_j, "reach the object")
+        s.add(1.0, grasp, rot, open_j, "reach the object")
+        s.add(0.6, grasp, rot, squeeze_j, "grasp the object")
+        s.hold(0.3)
+        s.add(1.2, lift, rot, squeeze_j, "lift the object")
+        s.hold(1.2, "hold it up")
+        s.add(1.0, down, rot, squeeze_j, "put it down")
+        s.add(0.5, down, rot, open_j, "release the object")
+        s.add(1.0, down + np.array([0, 0, 0.12]), rot, open_j, "retreat")
+        s.hold(0.5)
+        return {"right": s}
+
+
+class CloseDrawerExpert(Expert):
+    """Hang the open fingers in the gap behind the handle, push the drawer shut, retreat."""
+
+    def plan(self) -> dict[str, Script]:
+        env = self.env
+        handle = self.noisy(env.handle_position())  # type: ignore[attr-defined]
+        opening = env.drawer_opening() + self.rng.uniform(-1, 1) * self.config.pose_noise_m  # type: ignore[attr-defined]
+        rotation, open_j = hook_rotation("right"), _finger_joints(env, "right", 0.0)
+        wrist = _hook_wrist(env, "right", handle, rotation, open_j)
+        home_p, home_r = env.home_pose("right")
+        s = Script().add(0.0, home_p, home_r, env.home_joints("right"), "reach the drawer")
+        # back and up first: the open drawer's front is under the fingers of the home pose
+        s.add(0.6, home_p + np.array([-0.10, 0, 0.12]), home_r, open_j, "reach the drawer")
+        s.add(1.0, wrist + np.array([-0.12, 0, 0.10]), rotation, open_j, "reach the drawer")
+        s.add(0.6, wrist + np.array([0, 0, 0.06]), rotation, open_j, "reach the drawer")
+        s.add(0.8, wrist, rotation, open_j, "reach the drawer")
+        pushed = wrist + np.array([opening + 0.03, 0, 0])
+        s.add(2.0, pushed, rotation, open_j, "push the drawer shut")
+        s.hold(0.3)
+        s.add(0.8, pushed + np.array([-0.10, 0, 0.12]), rotation, open_j, "retreat")
+        s.hold(0.5)
+        return {"right": s}
+
+
 def run_expert(env: SimEnv, expert: Expert):  # type: ignore[no-untyped-def]
     """Play an expert in ``env`` (already reset); yield ``(StepResult, subtask label)`` per step."""
     steps = int(np.ceil(expert.duration * env.config.control_hz))
@@ -400,6 +480,8 @@ EXPERTS: dict[str, type[Expert]] = {
     "open_drawer": OpenDrawerExpert,
     "close_laptop": CloseLaptopExpert,
     "bimanual_drawer": BimanualDrawerExpert,
+    "lift_cube": LiftCubeExpert,
+    "close_drawer": CloseDrawerExpert,
 }
 
 

@@ -21,6 +21,9 @@ GYM_IDS = {
     "open_drawer": "metis_sim/OpenDrawer-v0",
     "close_laptop": "metis_sim/CloseLaptop-v0",
     "bimanual_drawer": "metis_sim/BimanualDrawer-v0",
+    # pre-training tasks (not among the paper's downstream tasks)
+    "lift_cube": "metis_sim/LiftCube-v0",
+    "close_drawer": "metis_sim/CloseDrawer-v0",
 }
 
 

@@ -204,12 +204,12 @@ class HTTPPolicy:
 
 
 class _MetisCheckpoint:
-    def __init__(self, path: Path, embodiment: str) -> None:
+    def __init__(self, path: Path, embodiment: str, unnorm_key: str | None = None) -> None:
         try:
             from metis_core.vla import MetisPolicy, PolicySession
         except ImportError as err:
             raise ImportError("evaluating a METIS checkpoint needs the VLA extra: pip install 'metis-core[vla]'") from err  # fmt: skip
-        self.session = PolicySession(MetisPolicy.from_pretrained(path), embodiment=embodiment)
+        self.session = PolicySession(MetisPolicy.from_pretrained(path), embodiment=embodiment, unnorm_key=unnorm_key)  # fmt: skip
 
     def reset(self, *, seed: int | None = None) -> None:
         self.session.reset()
@@ -218,11 +218,12 @@ class _MetisCheckpoint:
         return self.session.predict_action(images, instruction, state)
 
 
-def load_policy(spec: str, *, chunk_len: int = 30, embodiment: str = "inspire") -> Any:
+def load_policy(spec: str, *, chunk_len: int = 30, embodiment: str = "inspire", unnorm_key: str | None = None) -> Any:  # fmt: skip
     """A policy from a ``--policy`` argument.
 
     ``random``; ``replay:DATASET`` (nearest-neighbour replay); ``schedule:DATASET`` (open-loop
-    replay by seed); ``http://HOST:PORT`` (a ``/act`` server); or a saved METIS policy directory.
+    replay by seed); ``http://HOST:PORT`` (a ``/act`` server); or a saved METIS policy directory
+    (``unnorm_key``: which dataset's statistics, for a policy trained on several).
 
     Raises:
         ValueError: For an argument that names none of these.
@@ -237,5 +238,5 @@ def load_policy(spec: str, *, chunk_len: int = 30, embodiment: str = "inspire") 
         return HTTPPolicy(spec)
     path = Path(spec)
     if path.is_dir() and (path / "config.json").is_file():
-        return _MetisCheckpoint(path, embodiment)
+        return _MetisCheckpoint(path, embodiment, unnorm_key)
     raise ValueError(f"--policy {spec!r}: expected 'random', 'replay:DATASET', 'schedule:DATASET', an http(s):// URL of a /act server, or a saved METIS policy directory")  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from metis_core.episode import Episode, Subtask
 
-__all__ = ["RecordReport", "record", "record_demo"]
+__all__ = ["RecordReport", "demo_steps", "record", "record_demo"]
 
 _ENV_CACHE: dict[tuple, Any] = {}
 
@@ -73,23 +74,39 @@ def _segments(labels: list[str]) -> list[Subtask]:
     return out
 
 
+def demo_steps(env: Any, seed: int) -> tuple[dict, Iterator[tuple[Any, str]]]:
+    """Reset ``env`` at ``seed`` and start its scripted demonstration.
+
+    Robot hands play the task's expert (:func:`metis_sim.experts.run_expert`); kinematic human
+    hands (``embodiment="human_mano"``) play its human version (:class:`metis_sim.human.HumanDemo`).
+
+    Returns:
+        ``(first observation, iterator of (StepResult, subtask label))``.
+    """
+    observation, _ = env.reset(seed=seed)
+    if getattr(env, "is_human", False):
+        from metis_sim.human import run_human_demo
+
+        return run_human_demo(env, seed)
+    from metis_sim.experts import expert_for, run_expert
+
+    return observation, run_expert(env, expert_for(env, np.random.default_rng(seed + 1_000_000)))
+
+
 def record_demo(task: str, seed: int, *, config: dict | None = None) -> tuple[Episode | None, dict]:
-    """Run the expert of ``task`` once at ``seed``.
+    """Run the expert of ``task`` once at ``seed`` (the human demonstration for ``human_mano``).
 
     Returns:
         ``(episode or None if the expert failed, info of the last step)``.
     """
     import mujoco
 
-    from metis_sim.experts import expert_for, run_expert
-
     config = {"terminate_on_success": False, **(config or {})}
     env = _env(task, config)
-    observation, _ = env.reset(seed=seed)
-    expert = expert_for(env, np.random.default_rng(seed + 1_000_000))
+    observation, steps = demo_steps(env, seed)
     states, actions, images, labels = [], [], [], []
     info: dict = {}
-    for result, label in run_expert(env, expert):
+    for result, label in steps:
         states.append(observation["state"])
         images.append(observation["image"])
         actions.append(result.info["action"])
@@ -167,7 +184,8 @@ def record(
         max_failures: Stop after this many failed expert runs (default: ``episodes``).
         progress: Show a progress bar.
         episodes_per_file: Episodes per data/video file (also how many a kill can lose).
-        **config: Task config fields (``variant``, ``embodiment``, ...).
+        **config: Task config fields (``variant``, ``embodiment``, ...); ``embodiment="human_mano"``
+            records kinematic human-hand demonstrations (:mod:`metis_sim.human`).
 
     Returns:
         The :class:`RecordReport`.

@@ -11,7 +11,9 @@ and ``clutter`` (distractor objects on the table).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +63,7 @@ _TABLE = {"default": _Texture("0.55 0.42 0.30", "0.50 0.38 0.27", "flat"), "back
 
 def scene_xml(
     *,
-    hands: list[HandModel],
+    hands: Sequence[HandModel | Any],
     objects: str,
     variant: str,
     extra: str = "",
@@ -72,7 +74,10 @@ def scene_xml(
     """The MJCF of a task scene.
 
     Args:
-        hands: Generated hands to place (their mocap bodies and bodies).
+        hands: Generated hands to place (their mocap bodies and bodies): robot
+            :class:`~metis_sim.hand_model.HandModel` or kinematic
+            :class:`~metis_sim.human.KinematicHand` (anything with ``mocap``, ``body``,
+            ``actuators`` and ``equalities`` XML).
         objects: Task bodies (XML inside ``<worldbody>``).
         extra: Top-level MJCF elements of the task (``<contact>`` exclusions).
         variant: One of :data:`VARIANTS`.

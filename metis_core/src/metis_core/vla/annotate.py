@@ -349,7 +349,8 @@ def load_annotation_tokenizers(motion_dir: str | os.PathLike[str], visual_dir: s
     """``(motion_tokenizer, visual_tokenizer, feature_extractor)`` from saved directories.
 
     Args:
-        motion_dir: A saved ``motion_rvq``.
+        motion_dir: A saved ``motion_rvq`` (or a fitted ``binning`` tokenizer: the binned-action
+            baseline's codes).
         visual_dir: A ``visual_dynamics_vq`` run directory (with its ``feature_extractor/``).
 
     Raises:
@@ -363,8 +364,8 @@ def load_annotation_tokenizers(motion_dir: str | os.PathLike[str], visual_dir: s
         if not directory.is_dir():
             raise FileNotFoundError(f"{flag} {directory}: no such directory (expected a saved tokenizer)")  # fmt: skip
     motion = Tokenizer.from_pretrained(motion_dir)
-    if getattr(motion, "name", None) != "motion_rvq":
-        raise ValueError(f"--motion {motion_dir} holds a {getattr(motion, 'name', type(motion).__name__)!r} tokenizer, expected 'motion_rvq'")  # fmt: skip
+    if not (isinstance(getattr(type(motion), "tokens_per_window", None), property) and hasattr(getattr(motion, "config", None), "window_len")):  # fmt: skip
+        raise ValueError(f"--motion {motion_dir} holds a {getattr(motion, 'name', type(motion).__name__)!r} tokenizer, expected a fixed-length motion tokenizer with a window ('motion_rvq', or 'binning' for the binned-action baseline)")  # fmt: skip
     pipeline = require("metis_tokenizers.visual_dynamics_vq.pipeline_visual_dynamics_vq", install="metis-tokenizers", feature="metis annotate")  # fmt: skip
     visual, extractor = pipeline.load_run(visual_dir)
     return motion, visual, extractor

@@ -73,6 +73,14 @@ class MetisConfig(ComponentConfig):
             dynamics: the sequence holds placeholder tokens where the 44 codes would be, they are
             no next-token targets (the action L1 is the only action signal), and the action head
             reads their hidden states; inference feeds the placeholders instead of generating.
+        actions_from: Where predicted actions come from. ``"head"``: the action head (METIS).
+            ``"motion_tokens"``: the generated motion codes, decoded by the motion tokenizer from
+            the current state and resampled from its 1 s window to ``chunk_len`` steps at
+            ``control_hz``; with a per-value ``binning`` motion tokenizer this is the binned-action
+            VLA baseline (RT-2 / OpenVLA style). The head is then not used for predictions;
+            train it with ``action_loss_weight = 0``.
+        control_hz: Rate of the predicted chunk (30 Hz: the contract's rate), for
+            ``actions_from="motion_tokens"``.
         vocabulary: Token names, order and end marker of the dynamics vocabulary (fields of
             ``VocabularySpec`` named in :data:`VOCABULARY_FIELDS`; empty: METIS's own
             ``<vis_i>``, ``<mot_j>``, ``[BOA]``, ``[BOD]``, ``[EOD]``).
@@ -99,12 +107,20 @@ class MetisConfig(ComponentConfig):
     lowercase_instruction: bool = True
     vocabulary: dict[str, Any] = field(default_factory=dict)
     dynamics_tokens: bool = True
+    actions_from: Literal["head", "motion_tokens"] = "head"
+    control_hz: float = 30.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         NormMode.parse(self.norm_mode)
         if not 1 <= self.chunk_len <= 1024:
             raise ValueError(f"chunk_len must be in [1, 1024], got {self.chunk_len}")
+        if self.actions_from not in ("head", "motion_tokens"):
+            raise ValueError(f"actions_from must be 'head' or 'motion_tokens', got {self.actions_from!r}")  # fmt: skip
+        if self.actions_from == "motion_tokens" and not self.dynamics_tokens:
+            raise ValueError("actions_from='motion_tokens' decodes the generated motion codes; it needs dynamics_tokens=True")  # fmt: skip
+        if not self.control_hz > 0:
+            raise ValueError(f"control_hz must be > 0, got {self.control_hz}")
         if not self.action_loss_weight >= 0:
             raise ValueError(f"action_loss_weight must be >= 0, got {self.action_loss_weight}")
         if "{instruction}" not in self.prompt_template:

@@ -367,8 +367,13 @@ def dynamics_codes_for_episodes(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     window_len = int(motion_tokenizer.config.window_len)
+    # The visual-dynamics tokenizer reads windows of its own motion tokenizer's length (16);
+    # a motion tokenizer with other windows (the binned-action baseline) gets its own.
+    visual_motion = getattr(visual_tokenizer.config, "motion", None)
+    visual_len = int(getattr(visual_motion, "window_len", window_len))
     gap = int(visual_tokenizer.config.frame_gap)
-    # pending: (episode number, features, windows, presence, later, first row not yet coded)
+    # pending: (episode number, features, windows, presence, later, first row not yet coded,
+    #           the visual tokenizer's (windows, presence))
     pending: list[list[Any]] = []
     visual: list[list[torch.Tensor]] = []
     motion: list[list[torch.Tensor]] = []
@@ -390,12 +395,14 @@ def dynamics_codes_for_episodes(
                 pending.pop(0)
         w = torch.cat([entry[2][rows] for _, entry, rows in parts])
         m = torch.cat([entry[3][rows] for _, entry, rows in parts])
+        w_v = torch.cat([entry[6][0][rows] for _, entry, rows in parts])
+        m_v = torch.cat([entry[6][1][rows] for _, entry, rows in parts])
         f_t = torch.cat([entry[1][rows] for _, entry, rows in parts])
         f_tk = torch.cat(
             [entry[1][torch.as_tensor(entry[4][rows.numpy()])] for _, entry, rows in parts]
         )
         motion_codes = motion_tokenizer.encode(w, m)
-        visual_codes = visual_tokenizer.encode(w, m, features_t=f_t, features_tk=f_tk)
+        visual_codes = visual_tokenizer.encode(w_v, m_v, features_t=f_t, features_tk=f_tk)
         offset = 0
         for number, _, rows in parts:
             n = int(rows.shape[0])
@@ -409,12 +416,17 @@ def dynamics_codes_for_episodes(
         windows, masks = motion_windows_for_episode(
             episode, duration_s=duration_s, window_len=window_len
         )
+        if visual_len == window_len:
+            visual_windows = (windows, masks.all(1))
+        else:
+            w_vis, m_vis = motion_windows_for_episode(episode, duration_s=duration_s, window_len=visual_len)  # fmt: skip
+            visual_windows = (w_vis, m_vis.all(1))
         features = feature_extractor.extract(episode.images[camera]).float()
         later = np.minimum(np.arange(length) + gap, length - 1)
         visual.append([])
         motion.append([])
         if length:
-            pending.append([number, features, windows, masks.all(1), later, 0])
+            pending.append([number, features, windows, masks.all(1), later, 0, visual_windows])
             waiting += length
         while waiting >= batch_size:
             run(batch_size)

@@ -184,10 +184,18 @@ def _sample(scores: torch.Tensor, temperature: float, top_p: float, generator: A
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def _check_hand_mask(hand_mask: Any, batch: int) -> torch.Tensor:
-    """``None`` (both present), ``(2,)`` or ``(B, 2)`` booleans → ``(B, 2)`` bool."""
+def _check_hand_mask(hand_mask: Any, batch: int, state: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """``None``, ``(2,)`` or ``(B, 2)`` booleans → ``(B, 2)`` bool.
+
+    ``None``: from ``state`` (``(B, 48)``) when given — a hand whose 24 state values are all zero
+    is missing (the contract's encoding of an absent hand, as datasets and simulators write it),
+    every other hand present; without a state, both present.
+    """
     if hand_mask is None:
-        return torch.ones(batch, 2, dtype=torch.bool)
+        if state is None:
+            return torch.ones(batch, 2, dtype=torch.bool)
+        values = state.reshape(batch, ACTION_DIM).ne(0).cpu()
+        return torch.stack([values[:, list(side.indices)].any(-1) for side in (LEFT, RIGHT)], 1)
     values = np.asarray(hand_mask.cpu() if isinstance(hand_mask, torch.Tensor) else hand_mask)
     if values.shape not in ((2,), (batch, 2)):
         raise ValueError(f"hand_mask: expected (2,) or ({batch}, 2) booleans, got shape {values.shape}")  # fmt: skip
@@ -919,7 +927,8 @@ class MetisPolicy(nn.Module):
             instruction: The task instruction (one per row for a batch, or one for all).
             state: ``(D,)`` or ``(B, D)`` current hand state in the contract.
             subtask: The subtask the robot is on (shown in the prompt), per row or for all.
-            hand_mask: ``(2,)`` or ``(B, 2)`` hand presence (default: both present).
+            hand_mask: ``(2,)`` or ``(B, 2)`` hand presence (default: from ``state``, a hand whose
+                24 values are all zero is missing).
             unnorm_key: Which dataset's statistics (needed when the policy holds several).
             embodiment: Registry name of a hand for joint commands (default: the config's).
             use_cache: Key/value cache during generation.
@@ -948,7 +957,7 @@ class MetisPolicy(nn.Module):
         if len(instructions) != batch or len(subtasks) != batch:
             raise ValueError(f"{batch} images but {len(instructions)} instructions / {len(subtasks)} subtasks")  # fmt: skip
         state_values = self._check_state(state, batch)
-        masks = _check_hand_mask(hand_mask, batch)
+        masks = _check_hand_mask(hand_mask, batch, state_values)
         key = self.normalization.resolve_key(unnorm_key)
         device = next(self.backbone.parameters()).device
         pixel_values = self.backbone.preprocess(
@@ -984,9 +993,13 @@ class MetisPolicy(nn.Module):
         timings["action_head"] = time.perf_counter() - start
         start = time.perf_counter()
         motion_window = None
-        if self.config.dynamics_tokens and getattr(self.motion_tokenizer, "is_trained", False):
+        if self.config.dynamics_tokens and getattr(self.motion_tokenizer, "is_trained", getattr(self.motion_tokenizer, "fitted", False)):  # fmt: skip
             start_state = torch.where(hand_value_mask(masks), state_values, torch.zeros_like(state_values)).float()  # fmt: skip
             motion_window = self.motion_tokenizer.decode(gen.motion_codes.cpu(), start=start_state).numpy()  # fmt: skip
+        if self.config.actions_from == "motion_tokens":
+            if motion_window is None:
+                raise ValueError(f"actions_from='motion_tokens' needs a trained (fitted) motion tokenizer; {getattr(self.motion_tokenizer, 'name', type(self.motion_tokenizer).__name__)} is not")  # fmt: skip
+            actions = torch.from_numpy(self._window_to_chunk(motion_window, masks)).double()
         timings["detokenize"] = time.perf_counter() - start
         start = time.perf_counter()
         joints = None
@@ -1022,6 +1035,24 @@ class MetisPolicy(nn.Module):
             joints=joints,
             timings=timings,
         )
+
+    def _window_to_chunk(self, windows: np.ndarray, masks: torch.Tensor) -> np.ndarray:
+        """``(B, W, 48)`` decoded motion windows (the upcoming second at ``W`` frames) to
+        ``(B, chunk_len, 48)`` actions at ``control_hz`` (linear positions, slerp rotations;
+        steps past the window hold its last frame)."""
+        from metis_core.resample import resample_hand_vectors
+
+        from .annotate import WINDOW_DURATION_S
+
+        frames = windows.shape[1]
+        times = np.linspace(0.0, WINDOW_DURATION_S, frames)
+        query = np.minimum(np.arange(self.config.chunk_len) / self.config.control_hz, WINDOW_DURATION_S)  # fmt: skip
+        chunks = []
+        for window, mask in zip(windows, masks.numpy(), strict=True):
+            resampled = resample_hand_vectors(window.astype(np.float64), times, target_times=query, hand_mask=np.repeat(mask[None], frames, 0))  # fmt: skip
+            present = hand_value_mask(torch.as_tensor(mask)).numpy()
+            chunks.append(np.where(present[None], np.asarray(resampled.vectors), 0.0))
+        return np.stack(chunks)
 
     def new_session(self, **options: Any) -> PolicySession:
         """A session that remembers the current subtask between calls (see :class:`PolicySession`)."""

@@ -23,6 +23,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -304,17 +305,37 @@ def _read(path: Path) -> dict[str, Any]:
     else:
         import yaml
 
-        data = yaml.safe_load(text)
+        data = _yaml_numbers(yaml.safe_load(text))
     if not isinstance(data, dict):
         raise ComponentConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")  # fmt: skip
     return data
+
+
+_YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _yaml_numbers(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads ``1e-3`` (an exponent without a dot) as text: make it a number,
+    in mappings and lists too."""
+    if isinstance(value, str) and _YAML11_FLOAT.match(value):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _yaml_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_yaml_numbers(v) for v in value]
+    return value
 
 
 def _parse_value(text: str) -> Any:
     import yaml
 
     try:
-        value = yaml.safe_load(text)
+        # JSON first: YAML 1.1 reads 1e-06 (no dot) as text, also inside a mapping
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        value = _yaml_numbers(yaml.safe_load(text))
     except yaml.YAMLError:
         return text
     if isinstance(value, str):

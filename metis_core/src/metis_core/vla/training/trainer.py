@@ -207,13 +207,18 @@ class Trainer:
                 "metis_release": MetisConfig.metis_release,
                 "metis_release_tiny": lambda **kw: MetisConfig.metis_release(tiny=True, **kw),
             }
-            metis_config = presets[model.preset](**{**model.config, "dynamics_tokens": model.dynamics_tokens})  # fmt: skip
             motion = Tokenizer.from_pretrained(model.motion_tokenizer)
             visual = Tokenizer.from_pretrained(model.visual_tokenizer)
+            # The config names the tokenizers it holds (e.g. `binning` for the binned-action baseline).
+            names = {"motion_tokenizer": motion.name, "visual_tokenizer": visual.name}
+            metis_config = presets[model.preset](**{**names, **model.config, "dynamics_tokens": model.dynamics_tokens})  # fmt: skip
             policy = MetisPolicy(metis_config, motion_tokenizer=motion, visual_tokenizer=visual)
         for tokenizer in (policy.motion_tokenizer, policy.visual_tokenizer):
-            tokenizer.eval()
-            tokenizer.requires_grad_(False)
+            if isinstance(
+                tokenizer, torch.nn.Module
+            ):  # a fitted `binning` tokenizer holds no weights
+                tokenizer.eval()
+                tokenizer.requires_grad_(False)
         return policy
 
     # -- the loop ----------------------------------------------------------------------------
@@ -262,7 +267,8 @@ class Trainer:
         else:
             policy.requires_grad_(True)
             for tokenizer in (policy.motion_tokenizer, policy.visual_tokenizer):
-                tokenizer.requires_grad_(False)
+                if isinstance(tokenizer, torch.nn.Module):
+                    tokenizer.requires_grad_(False)
         policy.to(self.device)
         micro = cfg.run.micro_batch
         per_process = micro * accumulation
@@ -462,6 +468,9 @@ class Trainer:
             # the frozen dynamics tokenizers stay whole (they are not trained and are used outside forward)
             self._detached = {}
             for name in ("motion_tokenizer", "visual_tokenizer"):
+                if name not in policy._modules:
+                    self._detached[name] = getattr(policy, name)
+                    continue
                 module = policy._modules.pop(name)
                 self._detached[name] = module
                 policy.__dict__[name] = module
