@@ -7,7 +7,7 @@ parameters, AdamW, no weight decay, gradient clip 1.0; the tiny recipe at toy sc
   the L1 loss of the action head, on the whole mixture (human and robot);
 * ``pre_human`` — the same on the human data only (``data.sources=human``; Table 4's
   "HumanPretrain");
-* ``pre_binned`` — the binned-action VLA baseline: the same VLA whose action tokens are 240
+* ``pre_binned`` — the binned-action VLA baseline: the same VLA whose action tokens are 144 (toy)
   per-value bins of the upcoming second, decoded into the chunk (no action head).
 
     python examples/05_pretrain.py                    # toy: about 3 minutes on 2 cores

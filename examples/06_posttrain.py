@@ -9,7 +9,7 @@ both vision towers and the projector; the action head trained in full; AdamW wit
 * ``post_nodyn`` — the chunked-action regression baseline, which is also Table 5's "w/o
   motion-aware dynamics": the autoregressive supervision of the dynamics is removed in
   post-training and only the continuous actions are supervised (``model.dynamics_tokens=false``);
-* ``post_binned`` — the binned-action VLA baseline (from ``pre_binned``): next-token loss on 240
+* ``post_binned`` — the binned-action VLA baseline (from ``pre_binned``): next-token loss on 144 (toy)
   per-value bins per step, actions decoded from the generated bins.
 
     python examples/06_posttrain.py                   # toy: about 3 minutes on 2 cores

@@ -11,7 +11,7 @@ task's four stages reached: the paper's PSR).
 
 from __future__ import annotations
 
-from pipeline import Work, banner, evaluate_closed_loop, parse_args, summarize
+from pipeline import Cell, Work, banner, evaluate_cells, parse_args, summarize
 
 POLICIES = {"post_metis": "METIS", "post_nodyn": "chunked regression (no tokens)", "post_binned": "binned-action VLA"}  # fmt: skip
 
@@ -20,12 +20,13 @@ def main() -> None:
     args = parse_args(__doc__)
     cfg, work = args.cfg, Work(args.work)
     banner("07", "closed-loop evaluation in metis-sim: METIS and both baselines")
-    results: dict[str, dict[str, dict]] = {}
-    for run in POLICIES:
-        results[run] = {}
-        for task in cfg["downstream"]["tasks"]:
-            report = evaluate_closed_loop(work, cfg, name=run, policy=str(work.runs / run / "final"), task=task, episodes=int(cfg["evaluation"]["episodes"]))  # fmt: skip
-            results[run][task] = summarize(report)
+    tasks = cfg["downstream"]["tasks"]
+    episodes = int(cfg["evaluation"]["episodes"])
+    cells = [Cell(run, str(work.runs / run / "final"), task, episodes) for run in POLICIES for task in tasks]  # fmt: skip
+    reports = evaluate_cells(work, cfg, cells)
+    results: dict[str, dict[str, dict]] = {run: {} for run in POLICIES}
+    for cell, report in zip(cells, reports, strict=True):
+        results[cell.name][cell.task] = summarize(report)
     work.save_result("07_evaluate", {"policies": POLICIES, "results": results})
 
 

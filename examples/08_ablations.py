@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib
 
 from pipeline import (
+    Cell,
     Work,
     banner,
-    evaluate_closed_loop,
+    evaluate_cells,
     parse_args,
     summarize,
     train_runs,
@@ -42,12 +43,12 @@ def main() -> None:
     }
     runs = train_runs(work, cfg, jobs)
     tables = {"table4": {"post_scratch": "METIS-NoPretrain", "post_human": "METIS-HumanPretrain", "post_metis": "METIS-FullPretrain"}, "table5": {"post_nodyn": "METIS w/o motion-aware dynamics", "post_metis": "METIS w/ motion-aware dynamics"}}  # fmt: skip
-    results: dict[str, dict[str, dict]] = {}
-    for run in ("post_scratch", "post_human", "post_metis", "post_nodyn"):
-        results[run] = {}
-        for task in cfg["downstream"]["tasks"]:
-            report = evaluate_closed_loop(work, cfg, name=run, policy=str(work.runs / run / "final"), task=task, episodes=int(cfg["evaluation"]["episodes"]))  # fmt: skip
-            results[run][task] = summarize(report)
+    episodes = int(cfg["evaluation"]["episodes"])
+    names = ("post_scratch", "post_human", "post_metis", "post_nodyn")
+    cells = [Cell(run, str(work.runs / run / "final"), task, episodes) for run in names for task in cfg["downstream"]["tasks"]]  # fmt: skip
+    results: dict[str, dict[str, dict]] = {run: {} for run in names}
+    for cell, report in zip(cells, evaluate_cells(work, cfg, cells), strict=True):
+        results[cell.name][cell.task] = summarize(report)
     work.save_result("08_ablations", {"tables": tables, "runs": runs, "results": results})
 
 

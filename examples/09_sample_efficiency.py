@@ -13,9 +13,10 @@ from __future__ import annotations
 import importlib
 
 from pipeline import (
+    Cell,
     Work,
     banner,
-    evaluate_closed_loop,
+    evaluate_cells,
     parse_args,
     summarize,
     train_runs,
@@ -35,13 +36,12 @@ def main() -> None:
     fractions = sorted(float(f) for f in cfg["sample_efficiency"])
     jobs = {run_name(f): training_overrides(cfg, "posttrain", datasets=downstream, init_from=work.runs / "pre_metis", extra={"data.heldout_fraction": 0.1, "data.demo_fraction": f}) for f in fractions if f < 1.0}  # fmt: skip
     runs = train_runs(work, cfg, jobs)
-    results: dict[str, dict] = {}
-    for fraction in fractions:
-        name = run_name(fraction)
-        results[str(fraction)] = {"run": name, "demo_episodes": None, "tasks": {}}
-        for task in cfg["downstream"]["tasks"]:
-            report = evaluate_closed_loop(work, cfg, name=name, policy=str(work.runs / name / "final"), task=task, episodes=int(cfg["evaluation"]["episodes"]))  # fmt: skip
-            results[str(fraction)]["tasks"][task] = summarize(report)
+    episodes = int(cfg["evaluation"]["episodes"])
+    cells = [Cell(run_name(f), str(work.runs / run_name(f) / "final"), task, episodes) for f in fractions for task in cfg["downstream"]["tasks"]]  # fmt: skip
+    results: dict[str, dict] = {str(f): {"run": run_name(f), "tasks": {}} for f in fractions}
+    for cell, report in zip(cells, evaluate_cells(work, cfg, cells), strict=True):
+        fraction = next(f for f in fractions if run_name(f) == cell.name)
+        results[str(fraction)]["tasks"][cell.task] = summarize(report)
     work.save_result(
         "09_sample_efficiency", {"fractions": fractions, "runs": runs, "results": results}
     )

@@ -10,7 +10,7 @@ distribution success on the same seeds.
 
 from __future__ import annotations
 
-from pipeline import Work, banner, evaluate_closed_loop, parse_args, summarize
+from pipeline import Cell, Work, banner, evaluate_cells, parse_args, summarize
 
 
 def main() -> None:
@@ -18,12 +18,12 @@ def main() -> None:
     cfg, work = args.cfg, Work(args.work)
     banner("10", "out-of-distribution variants (Table 3)")
     episodes = int(cfg["evaluation"]["ood_episodes"])
-    results: dict[str, dict[str, dict]] = {}
-    for variant in ["default", *cfg["evaluation"]["variants"]]:
-        results[variant] = {}
-        for task in cfg["downstream"]["tasks"]:
-            report = evaluate_closed_loop(work, cfg, name="post_metis", policy=str(work.runs / "post_metis" / "final"), task=task, episodes=episodes, variant=variant, videos=0)  # fmt: skip
-            results[variant][task] = summarize(report)
+    variants = ["default", *cfg["evaluation"]["variants"]]
+    policy = str(work.runs / "post_metis" / "final")
+    cells = [Cell("post_metis", policy, task, episodes, variant=variant, videos=0) for variant in variants for task in cfg["downstream"]["tasks"]]  # fmt: skip
+    results: dict[str, dict[str, dict]] = {variant: {} for variant in variants}
+    for cell, report in zip(cells, evaluate_cells(work, cfg, cells), strict=True):
+        results[cell.variant][cell.task] = summarize(report)
     work.save_result("10_ood", {"episodes": episodes, "results": results})
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 
 from pipeline import (
+    Cell,
     Work,
     banner,
-    evaluate_closed_loop,
+    evaluate_cells,
     parse_args,
     summarize,
     train_runs,
@@ -56,15 +57,16 @@ def main() -> None:
     }
     runs = train_runs(work, cfg, jobs)
     episodes = int(cfg["evaluation"]["ood_episodes"])
-    results: dict[str, dict[str, dict]] = {}
+    cells = []
     for name in ("post_metis", "sharpa_metis", "sharpa_scratch"):
-        results[name] = {}
+        policy = work.runs / name / "final"
+        single = len(json.loads((policy / "normalization.json").read_text(encoding="utf-8"))["stats"]) == 1  # fmt: skip
         for task in tasks:
             key = f"down_{task}" if name == "post_metis" else f"sharpa_{task}"
-            policy = work.runs / name / "final"
-            single = len(json.loads((policy / "normalization.json").read_text(encoding="utf-8"))["stats"]) == 1  # fmt: skip
-            report = evaluate_closed_loop(work, cfg, name=name, policy=str(policy), task=task, episodes=episodes, embodiment="sharpawave", unnorm_key=None if single else key)  # fmt: skip
-            results[name][task] = summarize(report)
+            cells.append(Cell(name, str(policy), task, episodes, embodiment="sharpawave", unnorm_key=None if single else key))  # fmt: skip
+    results: dict[str, dict[str, dict]] = {name: {} for name in ("post_metis", "sharpa_metis", "sharpa_scratch")}  # fmt: skip
+    for cell, report in zip(cells, evaluate_cells(work, cfg, cells), strict=True):
+        results[cell.name][cell.task] = summarize(report)
     work.save_result("11_cross_embodiment", {"runs": runs, "results": results})
 
 

@@ -375,51 +375,116 @@ def evaluation_seeds(cfg: Mapping[str, Any], task: str, episodes: int) -> list[i
     return list(range(first, first + episodes))
 
 
-def evaluate_closed_loop(
-    work: Work,
-    cfg: Mapping[str, Any],
-    *,
-    name: str,
-    policy: str,
-    task: str,
-    episodes: int,
-    variant: str = "default",
-    embodiment: str = "inspire",
-    videos: int | None = None,
-    unnorm_key: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate a policy (a saved policy directory or a ``--policy`` string) closed loop in
-    ``metis-sim`` on the shared seeds; cached in ``eval/<name>/<task>-<variant>-<embodiment>``.
+@dataclass
+class Cell:
+    """One closed-loop evaluation: a policy on a task's shared seeds (variant, hand)."""
 
-    ``unnorm_key``: the statistics of a multi-task policy to use (default ``down_<task>``, the
-    downstream dataset of the task, when the policy holds several)."""
-    from metis_sim.evaluate import evaluate
+    name: str
+    policy: str
+    task: str
+    episodes: int
+    variant: str = "default"
+    embodiment: str = "inspire"
+    videos: int | None = None
+    unnorm_key: str | None = None
 
-    out = work.eval / name / f"{task}-{variant}-{embodiment}"
-    report_file = out / "report.json"
-    if report_file.is_file():
-        return json.loads(report_file.read_text(encoding="utf-8"))
-    seeds = evaluation_seeds(cfg, task, episodes)
-    if unnorm_key is None and not policy.startswith(("http://", "https://")):
-        keys = json.loads((Path(policy) / "normalization.json").read_text(encoding="utf-8"))["stats"]  # fmt: skip
-        unnorm_key = f"down_{task}" if len(keys) > 1 else None
+    def out(self, work: Work) -> Path:
+        return work.eval / self.name / f"{self.task}-{self.variant}-{self.embodiment}"
+
+
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def _init_eval_worker() -> None:
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    import torch
+
+    import metis_sim  # noqa: F401 - registers the tasks, selects headless rendering
+
+    torch.set_num_threads(1)
+
+
+def _episode_job(job: tuple) -> dict[str, Any]:
+    """One episode in a worker process; environments and policies stay loaded between jobs."""
+    from dataclasses import asdict
+
+    from metis_core.registry import ENVS
+    from metis_sim.evaluate import run_episode
+    from metis_sim.policies import load_policy
+
+    task, variant, embodiment, policy, unnorm_key, seed, video = job
+    envs = _WORKER_CACHE.setdefault("envs", {})
+    policies = _WORKER_CACHE.setdefault("policies", {})
+    env_key, policy_key = (task, variant, embodiment), (policy, unnorm_key, embodiment)
+    if env_key not in envs:
+        if len(envs) >= 4:  # a few scenes at a time (each holds a renderer)
+            envs.pop(next(iter(envs))).close()
+        envs[env_key] = ENVS.create(task, terminate_on_success=True, variant=variant, embodiment=embodiment)  # fmt: skip
+    if policy_key not in policies:
+        if len(policies) >= 2:
+            policies.pop(next(iter(policies)))
+        policies[policy_key] = load_policy(policy, embodiment=embodiment, unnorm_key=unnorm_key)
+    result = run_episode(envs[env_key], policies[policy_key], seed, video_path=Path(video) if video else None)  # fmt: skip
+    return asdict(result)
+
+
+def evaluate_cells(work: Work, cfg: Mapping[str, Any], cells: list[Cell]) -> list[dict[str, Any]]:
+    """Evaluate several (policy, task) cells closed loop in ``metis-sim``, every episode of all of
+    them spread over ``workers`` processes that keep scenes and policies loaded; each cell runs on
+    the task's shared seeds and is cached in ``eval/<name>/<task>-<variant>-<embodiment>/``
+    (``report.json``, ``report.md``, ``videos/``). Returns the reports, in order.
+
+    A multi-task policy (statistics of several datasets) un-normalises with ``down_<task>``
+    unless the cell names its ``unnorm_key``.
+    """
+    import multiprocessing
+
+    import mujoco
+
+    from metis_core.io import atomic_write, write_json
+    from metis_sim.evaluate import EpisodeResult, EvalReport
+
+    reports: list[dict[str, Any] | None] = [None] * len(cells)
+    jobs: list[tuple[int, tuple]] = []
+    for index, cell in enumerate(cells):
+        report_file = cell.out(work) / "report.json"
+        if report_file.is_file():
+            reports[index] = json.loads(report_file.read_text(encoding="utf-8"))
+            continue
+        if cell.unnorm_key is None and (Path(cell.policy) / "normalization.json").is_file():
+            keys = json.loads((Path(cell.policy) / "normalization.json").read_text(encoding="utf-8"))["stats"]  # fmt: skip
+            cell.unnorm_key = f"down_{cell.task}" if len(keys) > 1 else None
+        videos = int(cfg["evaluation"]["videos"]) if cell.videos is None else cell.videos
+        (cell.out(work) / "videos").mkdir(parents=True, exist_ok=True)
+        for number, seed in enumerate(evaluation_seeds(cfg, cell.task, cell.episodes)):
+            video = str(cell.out(work) / "videos" / f"{cell.task}_seed{seed}.mp4") if number < videos else None  # fmt: skip
+            jobs.append((index, (cell.task, cell.variant, cell.embodiment, cell.policy, cell.unnorm_key, seed, video)))  # fmt: skip
+    if not jobs:
+        return [r for r in reports if r is not None]
     start = time.perf_counter()
-    report = evaluate(
-        task,
-        policy,
-        episodes=episodes,
-        seeds=seeds,
-        out=out,
-        videos=int(cfg["evaluation"]["videos"]) if videos is None else videos,
-        workers=min(int(cfg["workers"]), episodes),
-        policy_name=name,
-        unnorm_key=unnorm_key,
-        variant=variant,
-        embodiment=embodiment,
-    )
-    low, high = report.success_interval
-    print(f"   {name:<22} {task:<14} {variant:<10} {embodiment:<10} success {report.success_rate:5.0%} [{low:.0%}, {high:.0%}]  progress {report.progress_rate:5.0%}  ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-    return report.to_dict()
+    # a policy's episodes next to each other: each worker loads few policies
+    jobs.sort(key=lambda job: (job[1][3], job[1][0], job[1][1], job[1][2]))
+    workers = max(1, min(int(cfg["workers"]), len(jobs)))
+    done: dict[int, list[dict[str, Any]]] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_eval_worker) as pool:
+        futures = [(index, pool.submit(_episode_job, job)) for index, job in jobs]
+        remaining = {index: sum(1 for i, _ in jobs if i == index) for index, _ in jobs}
+        for index, future in futures:
+            done.setdefault(index, []).append(future.result())
+            remaining[index] -= 1
+            if remaining[index] == 0:
+                cell = cells[index]
+                episodes = sorted(done[index], key=lambda e: e["seed"])
+                report = EvalReport(task=cell.task, variant=cell.variant, embodiment=cell.embodiment, policy=cell.name, episodes=[EpisodeResult(**e) for e in episodes], mujoco_version=mujoco.__version__).summarize()  # fmt: skip
+                report.seconds = time.perf_counter() - start
+                write_json(cell.out(work) / "report.json", report.to_dict())
+                with atomic_write(cell.out(work) / "report.md", "w") as handle:
+                    handle.write(report.markdown())
+                reports[index] = json.loads(json.dumps(report.to_dict()))  # as the cache reads it
+                low, high = report.success_interval
+                print(f"   {cell.name:<16} {cell.task:<13} {cell.variant:<10} {cell.embodiment:<10} success {report.success_rate:4.0%} [{low:.0%}, {high:.0%}]  progress {report.progress_rate:4.0%}  (n={len(episodes)}, {time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+    return [r for r in reports if r is not None]
 
 
 def summarize(report: Mapping[str, Any]) -> dict[str, Any]:

@@ -165,3 +165,27 @@ def test_report_holds_every_table_with_the_numbers_of_the_results(tmp_path: Path
     assert set(effects) >= {"pre-training helps (FullPretrain vs NoPretrain)", "motion-aware dynamics help (w/ vs w/o)", "METIS beats the binned-action VLA"}  # fmt: skip
     expected = report.verdict(report.pooled(ablations["post_metis"]), report.pooled(ablations["post_nodyn"]))  # fmt: skip
     assert effects["motion-aware dynamics help (w/ vs w/o)"] == expected
+
+
+def test_batched_evaluation_equals_metis_sim_evaluate_on_the_shared_seeds(tmp_path: Path) -> None:
+    """evaluate_cells spreads the episodes of several cells over the workers; each cell's
+    report equals metis_sim.evaluate's on the same seeds, and a second call reads the cache."""
+    import time
+
+    from metis_sim.evaluate import evaluate
+
+    cfg = pipeline.load_config("toy", ["workers=2", "evaluation.videos=0"])
+    work = pipeline.Work(tmp_path / "work")
+    cells = [pipeline.Cell("random", "random", task, 2) for task in ("close_laptop", "open_drawer")]
+    reports = pipeline.evaluate_cells(work, cfg, cells)
+    for cell, report in zip(cells, reports, strict=True):
+        seeds = pipeline.evaluation_seeds(cfg, cell.task, 2)
+        assert [e["seed"] for e in report["episodes"]] == seeds
+        reference = evaluate(cell.task, "random", episodes=2, seeds=seeds, videos=0)
+        assert [e["progress"] for e in report["episodes"]] == [e.progress for e in reference.episodes]  # fmt: skip
+        assert [e["steps"] for e in report["episodes"]] == [e.steps for e in reference.episodes]
+        assert (cell.out(work) / "report.md").is_file()
+    start = time.perf_counter()
+    again = pipeline.evaluate_cells(work, cfg, cells)
+    assert time.perf_counter() - start < 2.0
+    assert again == reports

@@ -315,3 +315,42 @@ def test_appending_episodes_to_an_annotated_dataset_is_refused(tmp_path: Path) -
         LeRobotWriter(root, fps=30, source="synthetic", embodiment="human_mano", image_shape=(64, 64))  # fmt: skip
     assert _data_bytes(root) == before  # nothing touched
     LeRobotWriter(_copy(tmp_path / "plain"), fps=30, source="synthetic", embodiment="human_mano", image_shape=(64, 64))  # fmt: skip
+
+
+def test_visual_codes_from_a_sibling_equal_a_full_annotation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A second motion tokenizer (the binned-action baseline's) annotates a copy: the visual codes
+    are read from the annotated original (no patch features computed) and every code equals a
+    full annotation's; a sibling with other visual settings or other episodes is refused."""
+    from metis_core.vla.data import motion_windows_for_episode
+    from metis_tokenizers.binning import Binning, BinningConfig
+
+    _, visual, feats = _tokenizers()
+    episodes = [LeRobotDataset(_base()).episode(i, with_images=False) for i in range(EPISODES)]
+    windows = [motion_windows_for_episode(e, window_len=5) for e in episodes]
+    binning = Binning(BinningConfig(window_len=5)).fit(torch.cat([w for w, _ in windows]), torch.cat([m for _, m in windows]))  # fmt: skip
+    full = _copy(tmp_path / "full")
+    annotate_dataset(full, motion_tokenizer=binning, visual_tokenizer=visual, feature_extractor=feats, progress=False)  # fmt: skip
+    cheap = _copy(tmp_path / "cheap")
+    reference = _annotated()
+    calls = {"extract": 0}
+    original = type(feats).extract
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["extract"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(feats), "extract", counting)
+    annotate_dataset(cheap, motion_tokenizer=binning, visual_tokenizer=visual, feature_extractor=feats, progress=False, visual_codes_from=reference)  # fmt: skip
+    assert calls["extract"] == 0
+    expected = read_dynamics_codes(LeRobotDataset(full), motion_tokenizer=binning, visual_tokenizer=visual)  # fmt: skip
+    got = read_dynamics_codes(LeRobotDataset(cheap), motion_tokenizer=binning, visual_tokenizer=visual)  # fmt: skip
+    assert got.shape == (EPISODES * 40, 4 + 4 * 48)
+    np.testing.assert_array_equal(got, expected)
+    other = _copy(tmp_path / "other_episodes", source=None)
+    shorter = tmp_path / "short"
+    config = SyntheticConfig(episodes=EPISODES, frames=30, height=64, width=64, seed=5)
+    write_episodes(shorter, list(SyntheticSource(config).iter_episodes()), fps=30, source="synthetic", embodiment="human_mano", image_shape=(64, 64), progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="are not those of"):
+        annotate_dataset(shorter, motion_tokenizer=binning, visual_tokenizer=visual, feature_extractor=feats, progress=False, visual_codes_from=_annotated())  # fmt: skip
+    with pytest.raises(MissingAnnotationError, match="no dynamics codes"):
+        annotate_dataset(other, motion_tokenizer=binning, visual_tokenizer=visual, feature_extractor=feats, progress=False, visual_codes_from=_base())  # fmt: skip

@@ -209,7 +209,8 @@ class _MetisCheckpoint:
             from metis_core.vla import MetisPolicy, PolicySession
         except ImportError as err:
             raise ImportError("evaluating a METIS checkpoint needs the VLA extra: pip install 'metis-core[vla]'") from err  # fmt: skip
-        self.session = PolicySession(MetisPolicy.from_pretrained(path), embodiment=embodiment, unnorm_key=unnorm_key)  # fmt: skip
+        # No joint commands: the simulator solves the IK of the contract actions itself.
+        self.session = PolicySession(MetisPolicy.from_pretrained(path), embodiment=None, unnorm_key=unnorm_key)  # fmt: skip
 
     def reset(self, *, seed: int | None = None) -> None:
         self.session.reset()

@@ -201,6 +201,7 @@ def annotate_dataset(
     progress: bool = True,
     camera: str = "ego",
     report: dict | None = None,
+    visual_codes_from: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Compute and store the dynamics codes of every frame of a LeRobot v3.0 dataset.
 
@@ -223,6 +224,12 @@ def annotate_dataset(
         report: A dict to fill with what the run did: ``frames`` (in the dataset),
             ``frames_computed`` and ``episodes_computed`` (by this run: 0 when nothing was to
             do, fewer than all when a killed run is resumed) and ``seconds``.
+        visual_codes_from: Another dataset with the same episodes (e.g. the one this one was
+            copied from) annotated with the same visual tokenizer and feature extractor: its
+            visual codes are taken instead of extracting patch features again, and only the
+            motion codes are computed (how a second motion tokenizer, such as the binned-action
+            baseline's, annotates a copy cheaply). Checked: the fingerprints and the episode
+            lengths.
 
     Returns:
         The dataset root.
@@ -244,11 +251,14 @@ def annotate_dataset(
     names = dynamics_feature_names(motion_tokenizer, visual_tokenizer)
     root = Path(root)
     state: dict[str, Any] = {"dataset": None, "frames": 0, "episodes": 0}
+    reuse = _visual_codes_source(root, visual_codes_from, visual_tokenizer, feature_extractor, camera) if visual_codes_from is not None else None  # fmt: skip
 
     def compute(positions: list[int]) -> dict[int, np.ndarray]:
         if state["dataset"] is None:  # opened once, on the first file that needs codes
             state["dataset"] = _datasets_module("lerobot_format").LeRobotDataset(root)
         dataset = state["dataset"]
+        if reuse is not None:
+            return _motion_codes_beside(dataset, positions, reuse, motion_tokenizer, state)
         codes = dynamics_codes_for_episodes(
             _decoded(dataset, positions, workers),
             motion_tokenizer=motion_tokenizer,
@@ -288,6 +298,50 @@ def annotate_dataset(
             seconds=time.perf_counter() - start,
         )
     return root
+
+
+def _visual_codes_source(root: Path, source: str | os.PathLike[str], visual_tokenizer: Any, feature_extractor: Any, camera: str) -> tuple[Any, np.ndarray]:  # fmt: skip
+    """``(source dataset, its visual codes per frame)``, checked to fit ``root``."""
+    lerobot = _datasets_module("lerobot_format")
+    other = lerobot.LeRobotDataset(source)
+    target = lerobot.LeRobotDataset(root, load_stats=False)
+    feature = other.info.get("features", {}).get(DYNAMICS_FEATURE)
+    if feature is None or DYNAMICS_FEATURE not in other.columns:
+        raise MissingAnnotationError(f"visual_codes_from {source}: it has no dynamics codes; annotate it first")  # fmt: skip
+    stored = ((feature.get("metis_annotation") or {}).get("metadata")) or {}
+    checks = {
+        "visual tokenizer": ((stored.get("visual_tokenizer") or {}).get("fingerprint"), tokenizer_fingerprint(visual_tokenizer)),  # fmt: skip
+        "feature extractor": ((stored.get("feature_extractor") or {}).get("fingerprint"), str(feature_extractor.fingerprint)),  # fmt: skip
+        "camera": (stored.get("camera"), camera),
+    }
+    for what, (recorded, wanted) in checks.items():
+        if recorded != wanted:
+            raise AnnotationMismatchError(f"visual_codes_from {source}: its codes were computed with another {what} ({str(recorded)[:12]}... vs {str(wanted)[:12]}...)")  # fmt: skip
+    lengths = [int(e["length"]) for e in other.episodes]
+    if lengths != [int(e["length"]) for e in target.episodes]:
+        raise ValueError(f"visual_codes_from {source}: its episodes ({len(lengths)}, lengths {lengths[:5]}...) are not those of {root}")  # fmt: skip
+    q_v = _codes(visual_tokenizer)
+    codes = np.asarray(other.columns[DYNAMICS_FEATURE]).astype(np.int64)[:, :q_v]
+    return other, codes
+
+
+def _motion_codes_beside(dataset: Any, positions: list[int], reuse: tuple[Any, np.ndarray], motion_tokenizer: Any, state: dict[str, Any]) -> dict[int, np.ndarray]:  # fmt: skip
+    """The stored visual codes of the source dataset beside newly computed motion codes."""
+    from metis_core.vla.data import motion_windows_for_episode
+
+    other, visual = reuse
+    window_len = int(motion_tokenizer.config.window_len)
+    out = {}
+    for position in positions:
+        episode = dataset.episode(position, with_images=False)
+        windows, masks = motion_windows_for_episode(episode, duration_s=WINDOW_DURATION_S, window_len=window_len)  # fmt: skip
+        with torch.no_grad():
+            motion = torch.as_tensor(motion_tokenizer.encode(windows, masks.all(1))).numpy().astype(np.int64)  # fmt: skip
+        record = other.episodes[position]
+        out[position] = np.concatenate([visual[record["from"] : record["to"]], motion], axis=1)
+        state["frames"] += int(motion.shape[0])
+        state["episodes"] += 1
+    return out
 
 
 def read_dynamics_codes(
