@@ -309,9 +309,11 @@ def _visual_codes_source(root: Path, source: str | os.PathLike[str], visual_toke
     if feature is None or DYNAMICS_FEATURE not in other.columns:
         raise MissingAnnotationError(f"visual_codes_from {source}: it has no dynamics codes; annotate it first")  # fmt: skip
     stored = ((feature.get("metis_annotation") or {}).get("metadata")) or {}
+    visual = (stored.get("visual_tokenizer") or {}).get("fingerprint")
+    extractor = (stored.get("feature_extractor") or {}).get("fingerprint")
     checks = {
-        "visual tokenizer": ((stored.get("visual_tokenizer") or {}).get("fingerprint"), tokenizer_fingerprint(visual_tokenizer)),  # fmt: skip
-        "feature extractor": ((stored.get("feature_extractor") or {}).get("fingerprint"), str(feature_extractor.fingerprint)),  # fmt: skip
+        "visual tokenizer": (visual, tokenizer_fingerprint(visual_tokenizer)),
+        "feature extractor": (extractor, str(feature_extractor.fingerprint)),
         "camera": (stored.get("camera"), camera),
     }
     for what, (recorded, wanted) in checks.items():
