@@ -48,34 +48,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # -- configuration ---------------------------------------------------------------------------
 
 
-def _parse_value(text: str) -> Any:
-    """An override's value: JSON, else YAML (``1e-3`` read as a number, as JSON would)."""
-    import re
-
-    import yaml
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    number = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-    def fix(v: Any) -> Any:
-        if isinstance(v, str) and number.match(v):
-            return float(v)
-        if isinstance(v, dict):
-            return {k: fix(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [fix(x) for x in v]
-        return v
-
-    return fix(value)
-
-
 def load_config(name: str, sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The config ``name`` (``toy``, ``paper`` or a YAML file) with ``key.path=value`` overrides.
 
@@ -84,6 +56,8 @@ def load_config(name: str, sets: list[str] | tuple[str, ...] = ()) -> dict[str, 
         KeyError: For an override of a key the config does not have.
     """
     import yaml
+
+    from metis_core.vla.training.config import parse_override_value
 
     path = Path(name)
     if path.suffix not in (".yaml", ".yml"):
@@ -104,7 +78,7 @@ def load_config(name: str, sets: list[str] | tuple[str, ...] = ()) -> dict[str, 
             node = node[part]
         if parts[-1] not in node:
             raise KeyError(f"--set {item!r}: the config has no key {key!r} (keys there: {sorted(node)})")  # fmt: skip
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = parse_override_value(value)
     return config
 
 
@@ -331,16 +305,16 @@ def train_runs(work: Work, cfg: Mapping[str, Any], jobs: Mapping[str, tuple[str,
     import multiprocessing
 
     parallel = max(1, int(cfg.get("parallel_runs", 1)))
-    todo = [(str(work.runs / name), recipe, items) for name, (recipe, items) in jobs.items()]
+    pending = [(str(work.runs / name), recipe, items) for name, (recipe, items) in jobs.items()]
     results: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
     for name in jobs:
         print(f"   training {name} (log: {work.runs / name}.log)", flush=True)
-    if parallel == 1 or len(todo) == 1:
-        outputs = [_train_job(job) for job in todo]
+    if parallel == 1 or len(pending) == 1:
+        outputs = [_train_job(job) for job in pending]
     else:
         with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:  # fmt: skip
-            futures = {pool.submit(_train_job, job): Path(job[0]).name for job in todo}
+            futures = {pool.submit(_train_job, job): Path(job[0]).name for job in pending}
             outputs = []
             for future in _as_completed(futures, start):
                 outputs.append(future.result())

@@ -41,6 +41,7 @@ __all__ = [
     "config_differences",
     "config_digest",
     "load_config",
+    "parse_override_value",
     "recipe_path",
 ]
 
@@ -326,7 +327,8 @@ def _yaml_numbers(value: Any) -> Any:
     return value
 
 
-def _parse_value(text: str) -> Any:
+def parse_override_value(text: str) -> Any:
+    """The value of a ``key=value`` override: JSON, else YAML (with ``1e-3`` read as a number)."""
     import yaml
 
     try:
@@ -385,7 +387,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
                 )
             if len(parts) > 2 and tuple(parts[:2]) not in free:
                 raise ComponentConfigError(f"override {item!r}: {'.'.join(parts[:2])} is not a mapping")  # fmt: skip
-        value = _parse_value(raw)
+        value = parse_override_value(raw)
         node = out
         for part in parts[:-1]:
             if node.get(part) is None:
